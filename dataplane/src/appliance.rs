@@ -1,0 +1,465 @@
+//! The management side's model of the appliance: the configuration, what
+//! it has learned (neighbour MACs), and how that becomes the immutable
+//! [`Tables`] the workers read. Also turns counters into control-protocol
+//! replies. Free of DPDK: the daemon feeds it port facts and NIC counters.
+
+use crate::counters::{DropReason, WorkerCounters, MAX_BACKENDS, MAX_PORTS, MAX_VIPS};
+use crate::tables::{
+    BackendInfo, ForwardMode, PortInfo, Tables, VipInfo, VipSpec, PROTO_TCP, PROTO_UDP,
+};
+use firmware_config::control::{
+    BackendEntry, BackendStats, FlowStats, NicStats, PortStats, StatsReply, VipEntry, VipListReply,
+    VipStats,
+};
+use firmware_config::{Config, Mode, Protocol};
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+/// How long a learned neighbour stays without being refreshed.
+pub const NEIGHBOUR_TTL_S: f64 = 300.0;
+
+/// A resolved neighbour entry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Neighbour {
+    pub mac: [u8; 6],
+    /// Seconds since start when last learned.
+    pub seen: f64,
+    /// Configured (static) entries never age.
+    pub permanent: bool,
+}
+
+/// The appliance as configured, plus learned state.
+pub struct Appliance {
+    pub config: Config,
+    /// Port MACs as the NICs report them (or as configured).
+    pub port_macs: Vec<[u8; 6]>,
+    neighbours: HashMap<(u16, u32), Neighbour>,
+    vips: Vec<Arc<VipInfo>>,
+    generation: u64,
+}
+
+/// Refuses configurations beyond the fast path's fixed counter arrays.
+pub fn check_limits(config: &Config) -> Result<(), String> {
+    let backends: usize = config.vips.iter().map(|v| v.backends.len()).sum();
+    if config.ports.len() > MAX_PORTS {
+        return Err(format!(
+            "{} ports configured, at most {MAX_PORTS} are supported",
+            config.ports.len()
+        ));
+    }
+    if config.vips.len() > MAX_VIPS {
+        return Err(format!(
+            "{} VIPs configured, at most {MAX_VIPS} are supported",
+            config.vips.len()
+        ));
+    }
+    if backends > MAX_BACKENDS {
+        return Err(format!(
+            "{backends} backends configured, at most {MAX_BACKENDS} are supported"
+        ));
+    }
+    Ok(())
+}
+
+fn proto_num(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => PROTO_TCP,
+        Protocol::Udp => PROTO_UDP,
+    }
+}
+
+/// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
+pub fn mac_string(m: [u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+impl Appliance {
+    /// `port_macs[i]` is the MAC of `config.ports[i]`.
+    pub fn new(config: Config, port_macs: Vec<[u8; 6]>) -> Appliance {
+        // Static gateway MACs are permanent neighbours: never ARPed, never aged.
+        let neighbours = config
+            .ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| Some(((i as u16, u32::from(p.gateway?)), p.gateway_mac?)))
+            .map(|(k, mac)| {
+                (
+                    k,
+                    Neighbour {
+                        mac: mac.0,
+                        seen: 0.0,
+                        permanent: true,
+                    },
+                )
+            })
+            .collect();
+        let mut a = Appliance {
+            config,
+            port_macs,
+            neighbours,
+            vips: Vec::new(),
+            generation: 0,
+        };
+        a.rebuild_vips();
+        a
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Backend ids: position in the flattened list of all VIPs' backends.
+    /// Stable for a given config (live changes come with the control issue).
+    fn backend_infos(&self) -> Vec<Option<BackendInfo>> {
+        let mut out = Vec::new();
+        for (vi, vip) in self.config.vips.iter().enumerate() {
+            for b in &vip.backends {
+                let id = out.len() as u32;
+                let egress = self.config.egress_port_index(b).unwrap_or(0) as u16;
+                let addr = u32::from(b.address);
+                let next_hop_mac = b.mac.map(|m| m.0).or_else(|| {
+                    let port = &self.config.ports[egress as usize];
+                    let hop = if port.address.contains(b.address) {
+                        Some(addr)
+                    } else {
+                        port.gateway.map(u32::from)
+                    };
+                    hop.and_then(|h| self.neighbours.get(&(egress, h)).map(|n| n.mac))
+                });
+                out.push(Some(BackendInfo {
+                    id,
+                    vip: vi as u32,
+                    addr,
+                    port: b.port_or(vip.port),
+                    weight: b.weight,
+                    accepts_new: b.weight > 0,
+                    alive: true,
+                    egress_port: egress,
+                    next_hop_mac,
+                }));
+            }
+        }
+        out
+    }
+
+    /// Rebuilds every VIP's Maglev table (config changes only: neighbour
+    /// changes do not touch selection).
+    fn rebuild_vips(&mut self) {
+        let backends = self.backend_infos();
+        let size = self.config.maglev.table_size;
+        self.vips = self
+            .config
+            .vips
+            .iter()
+            .enumerate()
+            .map(|(vi, v)| {
+                let members: Vec<&BackendInfo> = backends
+                    .iter()
+                    .flatten()
+                    .filter(|b| b.vip == vi as u32)
+                    .collect();
+                Arc::new(VipInfo::build(
+                    VipSpec {
+                        index: vi as u32,
+                        label: v.label(),
+                        addr: u32::from(v.address),
+                        port: v.port,
+                        proto: proto_num(v.protocol),
+                        mode: match v.mode {
+                            Mode::Dr => ForwardMode::DirectRouting,
+                            Mode::Nat => ForwardMode::Nat,
+                        },
+                    },
+                    &members,
+                    size,
+                ))
+            })
+            .collect();
+    }
+
+    fn port_infos(&self) -> Vec<PortInfo> {
+        self.config
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PortInfo {
+                name: p.name.clone(),
+                mac: self.port_macs.get(i).copied().unwrap_or([0; 6]),
+                addr: u32::from(p.address.addr),
+                netmask: p.address.netmask(),
+                gateway: p.gateway.map(u32::from),
+                faces_clients: p.role.faces_clients(),
+                faces_backends: p.role.faces_backends(),
+            })
+            .collect()
+    }
+
+    /// A new snapshot of the forwarding tables.
+    pub fn build_tables(&mut self) -> Tables {
+        self.generation += 1;
+        let neigh: Vec<(u16, u32, [u8; 6])> = self
+            .neighbours
+            .iter()
+            .map(|(&(p, ip), n)| (p, ip, n.mac))
+            .collect();
+        Tables::new(
+            self.generation,
+            self.port_infos(),
+            self.vips.clone(),
+            self.backend_infos(),
+            &neigh,
+        )
+    }
+
+    /// Records that `ip` is at `mac` on `port`; true when this changed the
+    /// table (so the snapshot needs rebuilding).
+    pub fn learn(&mut self, port: u16, ip: u32, mac: [u8; 6], now_s: f64) -> bool {
+        match self.neighbours.get_mut(&(port, ip)) {
+            Some(n) if n.mac == mac => {
+                n.seen = now_s;
+                false
+            }
+            Some(n) if n.permanent => false,
+            _ => {
+                self.neighbours.insert(
+                    (port, ip),
+                    Neighbour {
+                        mac,
+                        seen: now_s,
+                        permanent: false,
+                    },
+                );
+                true
+            }
+        }
+    }
+
+    /// Forgets neighbours not refreshed for [`NEIGHBOUR_TTL_S`]; true when
+    /// something was removed.
+    pub fn age_neighbours(&mut self, now_s: f64) -> bool {
+        let before = self.neighbours.len();
+        self.neighbours
+            .retain(|_, n| n.permanent || now_s - n.seen < NEIGHBOUR_TTL_S);
+        before != self.neighbours.len()
+    }
+
+    pub fn neighbour(&self, port: u16, ip: u32) -> Option<Neighbour> {
+        self.neighbours.get(&(port, ip)).copied()
+    }
+
+    /// Next hops the dataplane needs and has not resolved (or whose entry is
+    /// getting old): (port, ip). The daemon ARPs for them.
+    pub fn wanted_neighbours(&self, now_s: f64) -> Vec<(u16, u32)> {
+        let mut want: Vec<(u16, u32)> = Vec::new();
+        for vip in &self.config.vips {
+            for b in vip.backends.iter().filter(|b| b.mac.is_none()) {
+                let egress = self.config.egress_port_index(b).unwrap_or(0);
+                let port = &self.config.ports[egress];
+                let hop = if port.address.contains(b.address) {
+                    Some(u32::from(b.address))
+                } else {
+                    port.gateway.map(u32::from)
+                };
+                if let Some(h) = hop {
+                    want.push((egress as u16, h));
+                }
+            }
+        }
+        for (i, p) in self.config.ports.iter().enumerate() {
+            if let Some(g) = p.gateway {
+                want.push((i as u16, u32::from(g)));
+            }
+        }
+        want.sort_unstable();
+        want.dedup();
+        want.retain(|k| match self.neighbours.get(k) {
+            None => true,
+            // Refresh well before the entry ages out.
+            Some(n) => !n.permanent && now_s - n.seen > NEIGHBOUR_TTL_S / 2.0,
+        });
+        want
+    }
+
+    /// The `vip_list` reply.
+    pub fn vip_list(&self, tables: &Tables) -> VipListReply {
+        let mut vips = Vec::new();
+        for (vi, v) in self.config.vips.iter().enumerate() {
+            let info = &self.vips[vi];
+            let counts = info.maglev.slot_counts(info.backend_ids.len());
+            let size = info.maglev.size().max(1) as f64;
+            let backends = info
+                .backend_ids
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &id)| tables.backend(id).map(|b| (i, b)))
+                .map(|(i, b)| BackendEntry {
+                    id: b.id,
+                    address: Ipv4Addr::from(b.addr).to_string(),
+                    port: b.port,
+                    weight: b.weight,
+                    slot_share_percent: f64::from(counts.get(i).copied().unwrap_or(0)) * 100.0
+                        / size,
+                    next_hop_mac: b.next_hop_mac.map(mac_string),
+                    egress: self.config.ports[b.egress_port as usize].name.clone(),
+                    state: backend_state(b).to_string(),
+                })
+                .collect();
+            vips.push(VipEntry {
+                name: v.label(),
+                address: v.address.to_string(),
+                port: v.port,
+                protocol: v.protocol.to_string(),
+                mode: v.mode.to_string(),
+                maglev_table_size: info.maglev.size(),
+                backends,
+            });
+        }
+        VipListReply { vips }
+    }
+
+    /// The `stats` reply: every counter summed over the workers.
+    pub fn stats(
+        &self,
+        tables: &Tables,
+        workers: &[Arc<WorkerCounters>],
+        nic: &[NicStats],
+        events_drained: u64,
+        flow_capacity: u64,
+        uptime_s: f64,
+    ) -> StatsReply {
+        let sum = |f: &dyn Fn(&WorkerCounters) -> u64| -> u64 {
+            workers.iter().map(|w| f(w)).fold(0, u64::wrapping_add)
+        };
+        let ports = self
+            .config
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let drops: BTreeMap<String, u64> = DropReason::ALL
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.as_str().to_string(),
+                            sum(&|w| w.ports[i].drops[*r as usize].get()),
+                        )
+                    })
+                    .collect();
+                PortStats {
+                    name: p.name.clone(),
+                    rx_packets: sum(&|w| w.ports[i].rx_packets.get()),
+                    rx_bytes: sum(&|w| w.ports[i].rx_bytes.get()),
+                    tx_packets: sum(&|w| w.ports[i].tx_packets.get()),
+                    tx_bytes: sum(&|w| w.ports[i].tx_bytes.get()),
+                    rx_arp: sum(&|w| w.ports[i].rx_arp.get()),
+                    rx_ipv4: sum(&|w| w.ports[i].rx_ipv4.get()),
+                    rx_ipv6: sum(&|w| w.ports[i].rx_ipv6.get()),
+                    rx_icmpv6: sum(&|w| w.ports[i].rx_icmpv6.get()),
+                    arp_replies_sent: sum(&|w| w.ports[i].arp_replies_sent.get()),
+                    icmp_echo_replies_sent: sum(&|w| w.ports[i].icmp_echo_replies_sent.get()),
+                    drops,
+                    nic: nic.get(i).cloned().unwrap_or_default(),
+                }
+            })
+            .collect();
+        let vips = self
+            .config
+            .vips
+            .iter()
+            .enumerate()
+            .map(|(i, v)| VipStats {
+                name: v.label(),
+                address: v.address.to_string(),
+                port: v.port,
+                protocol: v.protocol.to_string(),
+                mode: v.mode.to_string(),
+                packets: sum(&|w| w.vips[i].packets.get()),
+                bytes: sum(&|w| w.vips[i].bytes.get()),
+                new_flows: sum(&|w| w.vips[i].new_flows.get()),
+                drops: sum(&|w| w.vips[i].drops.get()),
+                reply_packets: sum(&|w| w.vips[i].reply_packets.get()),
+                reply_bytes: sum(&|w| w.vips[i].reply_bytes.get()),
+            })
+            .collect();
+        let backends = tables
+            .backends
+            .iter()
+            .flatten()
+            .map(|b| {
+                let i = b.id as usize;
+                let new_flows = sum(&|w| w.backends[i].new_flows.get());
+                let ended = sum(&|w| w.backends[i].ended_flows.get());
+                BackendStats {
+                    id: b.id,
+                    vip: self.vips[b.vip as usize].label.clone(),
+                    address: Ipv4Addr::from(b.addr).to_string(),
+                    port: b.port,
+                    weight: b.weight,
+                    state: backend_state(b).to_string(),
+                    tx_packets: sum(&|w| w.backends[i].tx_packets.get()),
+                    tx_bytes: sum(&|w| w.backends[i].tx_bytes.get()),
+                    rx_packets: sum(&|w| w.backends[i].rx_packets.get()),
+                    rx_bytes: sum(&|w| w.backends[i].rx_bytes.get()),
+                    new_flows,
+                    active_flows: new_flows.saturating_sub(ended),
+                }
+            })
+            .collect();
+        let created = sum(&|w| w.flows.created.get());
+        let expired = sum(&|w| w.flows.expired.get());
+        StatsReply {
+            uptime_s,
+            ports,
+            vips,
+            backends,
+            flows: FlowStats {
+                active: created.saturating_sub(expired),
+                capacity: flow_capacity,
+                created,
+                closed: sum(&|w| w.flows.closed.get()),
+                expired,
+                table_full: sum(&|w| w.flows.table_full.get()),
+                rescheduled: sum(&|w| w.flows.rescheduled.get()),
+                events_pushed: sum(&|w| w.flows.events_pushed.get()),
+                events_dropped: sum(&|w| w.flows.events_dropped.get()),
+                events_drained,
+                neighbour_hints_dropped: sum(&|w| w.flows.learn_dropped.get()),
+            },
+        }
+    }
+}
+
+fn backend_state(b: &BackendInfo) -> &'static str {
+    if !b.alive {
+        "removed"
+    } else if b.next_hop_mac.is_none() {
+        "unresolved"
+    } else if !b.accepts_new {
+        "no-new"
+    } else {
+        "up"
+    }
+}
+
+/// A broadcast ARP request from (`mac`, `ip`) for `target`, padded to the
+/// 60-byte Ethernet minimum.
+pub fn arp_request(mac: [u8; 6], ip: u32, target: u32) -> [u8; 60] {
+    let mut f = [0u8; 60];
+    f[0..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&crate::wire::ETHERTYPE_ARP.to_be_bytes());
+    f[14..16].copy_from_slice(&1u16.to_be_bytes()); // Ethernet
+    f[16..18].copy_from_slice(&crate::wire::ETHERTYPE_IPV4.to_be_bytes());
+    f[18] = 6;
+    f[19] = 4;
+    f[20..22].copy_from_slice(&1u16.to_be_bytes()); // request
+    f[22..28].copy_from_slice(&mac);
+    f[28..32].copy_from_slice(&ip.to_be_bytes());
+    // Target MAC stays zero.
+    f[38..42].copy_from_slice(&target.to_be_bytes());
+    f
+}

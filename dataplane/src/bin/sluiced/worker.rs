@@ -1,0 +1,125 @@
+//! The worker lcore loop: rx burst → pipeline → tx burst, per port.
+
+use arc_swap::ArcSwap;
+use dataplane::counters::DropReason;
+use dataplane::pipeline::{Action, Worker};
+use dataplane::tables::Tables;
+use dpdk::{Burst, Mbuf, RxQueue, TxQueue, BURST_MAX};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// Flow-table slots examined for expiry per idle/busy iteration.
+const EXPIRE_BUDGET: usize = 64;
+
+/// Everything one worker lcore owns.
+pub struct WorkerCtx {
+    pub worker: Worker,
+    pub rx: Vec<RxQueue>,
+    pub tx: Vec<TxQueue>,
+    pub tables: Arc<ArcSwap<Tables>>,
+    pub running: Arc<AtomicBool>,
+    /// Frames from the management thread (ARP requests) to send, one ring
+    /// per port; only worker 0 gets them.
+    pub slow_tx: Vec<Arc<crossbeam_queue::ArrayQueue<Mbuf>>>,
+}
+
+impl WorkerCtx {
+    /// Polls until `running` is cleared. Returns 0 (lcore exit code).
+    pub fn run(mut self) -> i32 {
+        let n_ports = self.rx.len();
+        let mut rx = Burst::new();
+        let mut tx: Vec<Burst> = (0..n_ports).map(|_| Burst::new()).collect();
+        let mut actions = [Action::Drop(DropReason::RuntFrame); BURST_MAX];
+        while self.running.load(Ordering::Relaxed) {
+            let now = dpdk::rdtsc();
+            let tables = self.tables.load();
+            let mut busy = false;
+            for p in 0..n_ports {
+                // TX bursts are flushed after each RX burst, so one full RX
+                // burst always fits in any TX burst.
+                let n = self.rx[p].rx_burst(&mut rx);
+                if n == 0 {
+                    continue;
+                }
+                busy = true;
+                let multi = rx.retain(|m| m.nb_segs() == 1);
+                if multi > 0 {
+                    self.worker
+                        .count_drop(p as u16, DropReason::MultiSegment, multi as u64);
+                }
+                let n = rx.len();
+                self.worker.process_burst(
+                    rx.as_mut_slice(),
+                    p as u16,
+                    now,
+                    &tables,
+                    &mut actions[..n],
+                );
+                for (m, a) in rx.drain().zip(actions.iter()) {
+                    if let Action::Forward(out) = *a {
+                        let out = out as usize;
+                        if let Err(m) = tx[out].push(m) {
+                            drop(m);
+                            self.worker
+                                .count_drop(out as u16, DropReason::TxQueueFull, 1);
+                        }
+                    }
+                    // Dropped packets are freed here; their reason is counted.
+                }
+                flush(&mut self.worker, &mut self.tx, &mut tx);
+            }
+            for (p, ring) in self.slow_tx.iter().enumerate() {
+                while !tx[p].is_full() {
+                    match ring.pop() {
+                        Some(m) => {
+                            let _ = tx[p].push(m);
+                        }
+                        None => break,
+                    }
+                }
+            }
+            flush(&mut self.worker, &mut self.tx, &mut tx);
+            self.worker.expire_some(now, EXPIRE_BUDGET);
+            let c = self.worker.counters();
+            c.loops.inc();
+            if busy {
+                c.busy_loops.inc();
+            }
+        }
+        for b in tx.iter_mut() {
+            b.clear();
+        }
+        0
+    }
+}
+
+/// Sends every pending TX burst; what the NIC refuses is freed and counted.
+fn flush(worker: &mut Worker, queues: &mut [TxQueue], bursts: &mut [Burst]) {
+    for (p, (q, b)) in queues.iter_mut().zip(bursts.iter_mut()).enumerate() {
+        if b.is_empty() {
+            continue;
+        }
+        let bytes: u64 = b
+            .as_mut_slice()
+            .iter()
+            .map(|m| u64::from(m.pkt_len()))
+            .sum();
+        let total = b.len();
+        let mut sent = q.tx_burst(b);
+        // One retry: a virtual device may need a moment to drain.
+        if sent < total {
+            sent += q.tx_burst(b);
+        }
+        let unsent = b.len();
+        let unsent_bytes: u64 = b
+            .as_mut_slice()
+            .iter()
+            .map(|m| u64::from(m.pkt_len()))
+            .sum();
+        b.clear();
+        worker.count_tx(p as u16, sent as u64, bytes - unsent_bytes);
+        if unsent > 0 {
+            worker.count_drop(p as u16, DropReason::TxQueueFull, unsent as u64);
+        }
+    }
+}

@@ -1,0 +1,56 @@
+#include "shim.h"
+
+uint16_t sluice_rx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **rx_pkts, uint16_t nb_pkts)
+{
+	return rte_eth_rx_burst(port_id, queue_id, rx_pkts, nb_pkts);
+}
+
+uint16_t sluice_tx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **tx_pkts, uint16_t nb_pkts)
+{
+	return rte_eth_tx_burst(port_id, queue_id, tx_pkts, nb_pkts);
+}
+
+struct rte_mbuf *sluice_pktmbuf_alloc(struct rte_mempool *mp)
+{
+	return rte_pktmbuf_alloc(mp);
+}
+
+void sluice_pktmbuf_free(struct rte_mbuf *m)
+{
+	rte_pktmbuf_free(m);
+}
+
+char *sluice_pktmbuf_append(struct rte_mbuf *m, uint16_t len)
+{
+	return rte_pktmbuf_append(m, len);
+}
+
+unsigned sluice_lcore_id(void)
+{
+	return rte_lcore_id();
+}
+
+int sluice_errno(void)
+{
+	return rte_errno;
+}
+
+uint64_t sluice_rdtsc(void)
+{
+	return rte_rdtsc();
+}
+
+uint64_t sluice_tsc_hz(void)
+{
+	return rte_get_tsc_hz();
+}
+
+unsigned sluice_mempool_avail_count(const struct rte_mempool *mp)
+{
+	return rte_mempool_avail_count(mp);
+}
+
+const char *sluice_version(void)
+{
+	return rte_version();
+}

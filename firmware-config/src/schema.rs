@@ -1,0 +1,506 @@
+//! The typed configuration of one appliance. Field names are the TOML keys.
+//! Defaults are applied by serde; semantic checks live in `validate`.
+
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+/// Whole appliance configuration (`appliance.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[eal]`: DPDK environment (cores, memory, EAL arguments).
+    pub eal: Eal,
+    /// `[control]`: the control socket.
+    #[serde(default)]
+    pub control: Control,
+    /// `[flows]`: per-worker flow tables and their timeouts.
+    #[serde(default)]
+    pub flows: Flows,
+    /// `[maglev]`: consistent-hashing lookup tables.
+    #[serde(default)]
+    pub maglev: Maglev,
+    /// `[[port]]` tables.
+    #[serde(default, rename = "port")]
+    pub ports: Vec<Port>,
+    /// `[[vip]]` tables.
+    #[serde(default, rename = "vip")]
+    pub vips: Vec<Vip>,
+}
+
+/// `[eal]`: DPDK Environment Abstraction Layer settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Eal {
+    /// lcore that runs the management thread.
+    #[serde(default)]
+    pub main_core: u32,
+    /// lcores that run poll-mode workers (one RX/TX queue pair per port each).
+    pub worker_cores: Vec<u32>,
+    /// Memory for DPDK in MiB (`-m`).
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u32,
+    /// Use hugepages; `false` runs with `--no-huge` (tests, demo).
+    #[serde(default = "default_true")]
+    pub hugepages: bool,
+    /// `--file-prefix`, so that several DPDK processes can run on one host.
+    #[serde(default)]
+    pub file_prefix: Option<String>,
+    /// Extra EAL arguments passed through verbatim (e.g. `--no-pci`).
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+}
+
+/// `[control]`: the control-protocol endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Control {
+    /// Unix socket path of the control protocol (created mode 0600).
+    #[serde(default = "default_socket")]
+    pub socket: String,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control {
+            socket: default_socket(),
+        }
+    }
+}
+
+/// `[flows]`: flow-table sizing and idle timeouts (seconds).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flows {
+    /// Flow-table capacity of each worker (entries).
+    #[serde(default = "default_capacity")]
+    pub capacity_per_worker: u32,
+    /// TCP flow that never got past SYN.
+    #[serde(default = "default_syn_timeout")]
+    pub syn_timeout_s: u32,
+    /// TCP flow that saw traffic from the client after its SYN.
+    #[serde(default = "default_established_timeout")]
+    pub established_timeout_s: u32,
+    /// TCP flow that saw FIN or RST.
+    #[serde(default = "default_closing_timeout")]
+    pub closing_timeout_s: u32,
+    /// UDP flow.
+    #[serde(default = "default_udp_timeout")]
+    pub udp_timeout_s: u32,
+    /// Capacity of each worker's flow-event ring (for twin sync).
+    #[serde(default = "default_event_ring")]
+    pub event_ring_size: u32,
+}
+
+impl Default for Flows {
+    fn default() -> Self {
+        Flows {
+            capacity_per_worker: default_capacity(),
+            syn_timeout_s: default_syn_timeout(),
+            established_timeout_s: default_established_timeout(),
+            closing_timeout_s: default_closing_timeout(),
+            udp_timeout_s: default_udp_timeout(),
+            event_ring_size: default_event_ring(),
+        }
+    }
+}
+
+/// `[maglev]`: Maglev consistent-hashing parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Maglev {
+    /// Lookup-table size per VIP; must be prime.
+    #[serde(default = "default_table_size")]
+    pub table_size: u32,
+}
+
+impl Default for Maglev {
+    fn default() -> Self {
+        Maglev {
+            table_size: default_table_size(),
+        }
+    }
+}
+
+/// Which side of the load balancer a port faces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortRole {
+    /// Receives client traffic for the VIPs (`"client"`).
+    Client,
+    /// Reaches the backends (`"backend"`).
+    Backend,
+    /// Both at once, e.g. a one-armed setup (`"both"`).
+    Both,
+}
+
+impl PortRole {
+    /// True for `client` and `both`.
+    pub fn faces_clients(self) -> bool {
+        matches!(self, PortRole::Client | PortRole::Both)
+    }
+    /// True for `backend` and `both`.
+    pub fn faces_backends(self) -> bool {
+        matches!(self, PortRole::Backend | PortRole::Both)
+    }
+    /// The TOML spelling: `"client"`, `"backend"` or `"both"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortRole::Client => "client",
+            PortRole::Backend => "backend",
+            PortRole::Both => "both",
+        }
+    }
+}
+
+impl fmt::Display for PortRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One `[[port]]`: a DPDK Ethernet port and its layer-3 identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Port {
+    /// Operator's name for the port (unique), used by `backend.egress`.
+    pub name: String,
+    /// PCI address (`0000:01:00.0`); exactly one of `pci` and `vdev`.
+    #[serde(default)]
+    pub pci: Option<String>,
+    /// DPDK virtual device devargs (`net_af_packet0,iface=veth0`).
+    #[serde(default)]
+    pub vdev: Option<String>,
+    /// Which side the port faces: `client`, `backend` or `both`.
+    pub role: PortRole,
+    /// The port's own IPv4 address with prefix (`198.18.1.254/24`).
+    pub address: Ipv4Cidr,
+    /// Override of the NIC's MAC address.
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
+    /// Next hop for destinations outside `address`'s prefix.
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    /// Static MAC of `gateway`; when absent it is learned by ARP.
+    #[serde(default)]
+    pub gateway_mac: Option<MacAddr>,
+}
+
+/// Layer-4 protocol of a VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// `"tcp"`.
+    Tcp,
+    /// `"udp"`.
+    Udp,
+}
+
+impl Protocol {
+    /// The TOML spelling: `"tcp"` or `"udp"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a VIP forwards to its backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Direct routing: destination MAC rewrite, replies bypass the dispatcher.
+    Dr,
+    /// NAT: destination IP/port rewrite, replies pass back through the dispatcher.
+    Nat,
+}
+
+impl Mode {
+    /// The TOML spelling: `"dr"` or `"nat"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Dr => "dr",
+            Mode::Nat => "nat",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One `[[vip]]`: a virtual service (address, port, protocol) and its backends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vip {
+    /// Optional operator's label; defaults to `address:port/protocol`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Virtual IPv4 address clients connect to.
+    pub address: Ipv4Addr,
+    /// Virtual port clients connect to.
+    pub port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: Protocol,
+    /// `dr` (direct routing) or `nat`.
+    pub mode: Mode,
+    /// `[[vip.backend]]` tables.
+    #[serde(default, rename = "backend")]
+    pub backends: Vec<Backend>,
+}
+
+/// One `[[vip.backend]]`: a real server behind a VIP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// The backend's IPv4 address.
+    pub address: Ipv4Addr,
+    /// Defaults to the VIP's port; in DR mode it must equal it.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Relative share of new connections; 0 takes no new connections.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Backend MAC; learned by ARP on the egress port when absent.
+    #[serde(default)]
+    pub mac: Option<MacAddr>,
+    /// Name of the port to reach it through; defaults to the backend-facing
+    /// port whose prefix contains `address`, else the first backend-facing port.
+    #[serde(default)]
+    pub egress: Option<String>,
+}
+
+/// IPv4 address with prefix length, written `a.b.c.d/len` in TOML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Cidr {
+    /// The address itself (host bits are kept).
+    pub addr: Ipv4Addr,
+    /// Prefix length, 0 to 32.
+    pub prefix_len: u8,
+}
+
+impl Ipv4Cidr {
+    /// The netmask as a host-order integer (`/24` is `0xffff_ff00`).
+    pub fn netmask(self) -> u32 {
+        if self.prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix_len))
+        }
+    }
+    /// True if `ip` lies inside this prefix.
+    pub fn contains(self, ip: Ipv4Addr) -> bool {
+        let m = self.netmask();
+        (u32::from(self.addr) & m) == (u32::from(ip) & m)
+    }
+}
+
+/// Ethernet MAC address, written `aa:bb:cc:dd:ee:ff` in TOML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl Ipv4Cidr {
+    /// The network address (host bits cleared).
+    pub fn network(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & self.netmask())
+    }
+    /// The directed-broadcast address (host bits set).
+    pub fn broadcast(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !self.netmask())
+    }
+}
+
+/// Why a string is not an `a.b.c.d/len` prefix; the text says what to write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CidrParseError(String);
+
+impl FromStr for Ipv4Cidr {
+    type Err = CidrParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let Some((addr, len)) = s.split_once('/') else {
+            return Err(CidrParseError(format!(
+                "\"{s}\" lacks a prefix length: expected a.b.c.d/len"
+            )));
+        };
+        let addr: Ipv4Addr = addr.parse().map_err(|_| {
+            CidrParseError(format!(
+                "\"{addr}\" in \"{s}\" is not an IPv4 address: expected a.b.c.d/len"
+            ))
+        })?;
+        let prefix_len =
+            if !len.is_empty() && len.len() <= 2 && len.bytes().all(|b| b.is_ascii_digit()) {
+                len.parse::<u8>().ok().filter(|&l| l <= 32)
+            } else {
+                None
+            };
+        let Some(prefix_len) = prefix_len else {
+            return Err(CidrParseError(format!(
+                "prefix length \"{len}\" in \"{s}\" is not a number from 0 to 32"
+            )));
+        };
+        Ok(Ipv4Cidr { addr, prefix_len })
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+impl Serialize for Ipv4Cidr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ipv4Cidr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(FromStrVisitor::<Ipv4Cidr>::new(
+            "an IPv4 address with prefix length as a string, like \"198.18.1.254/24\"",
+        ))
+    }
+}
+
+impl MacAddr {
+    /// True for group addresses (least significant bit of the first octet
+    /// set), which includes the broadcast address.
+    pub fn is_multicast(self) -> bool {
+        self.0[0] & 1 == 1
+    }
+    /// True for `00:00:00:00:00:00`.
+    pub fn is_zero(self) -> bool {
+        self.0 == [0; 6]
+    }
+}
+
+/// Why a string is not an `aa:bb:cc:dd:ee:ff` MAC; the text says what to write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MacParseError(String);
+
+impl FromStr for MacAddr {
+    type Err = MacParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 6 {
+            return Err(MacParseError(format!(
+                "\"{s}\" has {} colon-separated octets: a MAC address has exactly 6, written aa:bb:cc:dd:ee:ff",
+                parts.len()
+            )));
+        }
+        let mut mac = [0u8; 6];
+        for (slot, part) in mac.iter_mut().zip(&parts) {
+            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(MacParseError(format!(
+                    "octet \"{part}\" in \"{s}\" is not two hexadecimal digits: expected aa:bb:cc:dd:ee:ff"
+                )));
+            }
+            *slot = u8::from_str_radix(part, 16).map_err(|e| MacParseError(e.to_string()))?;
+        }
+        Ok(MacAddr(mac))
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            m[0], m[1], m[2], m[3], m[4], m[5]
+        )
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(FromStrVisitor::<MacAddr>::new(
+            "a MAC address as a string, like \"02:00:00:00:00:01\"",
+        ))
+    }
+}
+
+/// Serde visitor that accepts a string and parses it with `FromStr`.
+struct FromStrVisitor<T> {
+    expecting: &'static str,
+    _marker: std::marker::PhantomData<T>,
+}
+
+impl<T> FromStrVisitor<T> {
+    fn new(expecting: &'static str) -> Self {
+        FromStrVisitor {
+            expecting,
+            _marker: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T> de::Visitor<'_> for FromStrVisitor<T>
+where
+    T: FromStr,
+    T::Err: fmt::Display,
+{
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        v.parse().map_err(E::custom)
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_memory_mb() -> u32 {
+    1024
+}
+fn default_socket() -> String {
+    "/run/sluice/sluiced.sock".to_string()
+}
+fn default_capacity() -> u32 {
+    1 << 20
+}
+fn default_syn_timeout() -> u32 {
+    5
+}
+fn default_established_timeout() -> u32 {
+    300
+}
+fn default_closing_timeout() -> u32 {
+    10
+}
+fn default_udp_timeout() -> u32 {
+    30
+}
+fn default_event_ring() -> u32 {
+    65536
+}
+fn default_table_size() -> u32 {
+    65537
+}
+fn default_weight() -> u32 {
+    1
+}
