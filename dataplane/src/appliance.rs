@@ -360,6 +360,7 @@ impl Appliance {
                     rx_ipv6: sum(&|w| w.ports[i].rx_ipv6.get()),
                     rx_icmpv6: sum(&|w| w.ports[i].rx_icmpv6.get()),
                     arp_replies_sent: sum(&|w| w.ports[i].arp_replies_sent.get()),
+                    arp_requests_sent: sum(&|w| w.ports[i].arp_requests_sent.get()),
                     icmp_echo_replies_sent: sum(&|w| w.ports[i].icmp_echo_replies_sent.get()),
                     drops,
                     nic: nic.get(i).cloned().unwrap_or_default(),

@@ -70,6 +70,9 @@ pub enum DropReason {
     BadIpv6Header,
     /// Destination is neither a VIP, a port address, nor a NAT reply.
     UnknownDestination,
+    /// IPv4 multicast or broadcast destination (IGMP, mDNS, ...): the
+    /// dispatcher does not route multicast.
+    Ipv4Multicast,
     /// Destination is a VIP address but no service on that port/protocol.
     NoService,
     /// TCP/UDP header truncated or bad length.
@@ -95,7 +98,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const COUNT: usize = 25;
+    pub const COUNT: usize = 26;
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::RuntFrame,
         DropReason::BadVlan,
@@ -111,6 +114,7 @@ impl DropReason {
         DropReason::Ipv6NotForwarded,
         DropReason::BadIpv6Header,
         DropReason::UnknownDestination,
+        DropReason::Ipv4Multicast,
         DropReason::NoService,
         DropReason::BadL4Header,
         DropReason::IcmpNotHandled,
@@ -141,6 +145,7 @@ impl DropReason {
             DropReason::Ipv6NotForwarded => "ipv6_not_forwarded",
             DropReason::BadIpv6Header => "bad_ipv6_header",
             DropReason::UnknownDestination => "unknown_destination",
+            DropReason::Ipv4Multicast => "ipv4_multicast",
             DropReason::NoService => "no_service",
             DropReason::BadL4Header => "bad_l4_header",
             DropReason::IcmpNotHandled => "icmp_not_handled",
@@ -169,6 +174,8 @@ pub struct PortCounters {
     pub rx_ipv6: Counter,
     pub rx_icmpv6: Counter,
     pub arp_replies_sent: Counter,
+    /// ARP requests from the management side (neighbour resolution).
+    pub arp_requests_sent: Counter,
     pub icmp_echo_replies_sent: Counter,
     pub drops: [Counter; DropReason::COUNT],
 }

@@ -27,7 +27,9 @@ pub enum Action {
     Drop(DropReason),
 }
 
+const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
 
 /// TTL of ICMP echo replies the dispatcher originates.
 const REPLY_TTL: u8 = 64;
@@ -219,7 +221,7 @@ impl Worker {
     }
 
     fn ipv4(&mut self, data: &mut [u8], l3: usize, in_port: u16, now: u64, t: &Tables) -> Action {
-        let (src, dst, proto, l4, end) = {
+        let (src, dst, proto, ttl, l4, end) = {
             let Ok(ip) = Ipv4Packet::new_checked(&data[l3..]) else {
                 return Action::Drop(DropReason::BadIpv4Header);
             };
@@ -233,10 +235,15 @@ impl Worker {
                 ip.src_addr_raw(),
                 ip.dst_addr_raw(),
                 ip.protocol(),
+                ip.ttl(),
                 l3 + ip.header_len(),
                 l3 + ip.total_len() as usize,
             )
         };
+        // 224.0.0.0/4 and the limited broadcast.
+        if dst >> 28 == 0xe || dst == u32::MAX {
+            return Action::Drop(DropReason::Ipv4Multicast);
+        }
         let port = &t.ports[in_port as usize];
         match proto {
             IPPROTO_TCP | IPPROTO_UDP => {
@@ -246,6 +253,12 @@ impl Worker {
                 if let Some(vip) = t.service(dst, dport, proto) {
                     if !port.faces_clients {
                         return Action::Drop(DropReason::WrongPortRole);
+                    }
+                    // NAT routes the packet, so its TTL must survive the hop;
+                    // checked before a flow is created for it.
+                    if vip.mode == ForwardMode::Nat && ttl <= 1 {
+                        self.counters.vips[vip.index as usize].drops.inc();
+                        return Action::Drop(DropReason::TtlExpired);
                     }
                     let key = FlowKey {
                         client_ip: src,
@@ -356,12 +369,24 @@ impl Worker {
         let mut chosen: Option<u32> = None;
         let mut expired: Option<FlowEntry> = None;
         let mut closed_now = false;
+        let mut reopen: Option<(u32, u32)> = None;
         match self.flows.lookup(&key, hash, now) {
             Lookup::Hit(entry) => {
                 let usable = t
                     .backend(entry.backend)
                     .is_some_and(|b| b.alive && b.vip == vip.index);
-                if usable {
+                // A bare SYN on a closing entry is the client reusing its
+                // port for a new connection: it is chosen like any new one.
+                let reopened =
+                    is_tcp && entry.state == FlowState::Closing && flags & (TCP_SYN | TCP_ACK) == TCP_SYN;
+                if usable && reopened {
+                    if let Some(nb) = vip.select(hash) {
+                        reopen = Some((entry.backend, nb));
+                        entry.backend = nb;
+                        entry.observe_tcp(flags, now);
+                        chosen = Some(nb);
+                    }
+                } else if usable {
                     let was_closing = entry.state == FlowState::Closing;
                     if is_tcp {
                         entry.observe_tcp(flags, now);
@@ -391,6 +416,14 @@ impl Worker {
         }
         if let Some(old) = expired {
             self.flow_ended(key, &old);
+        }
+        if let Some((old, new)) = reopen {
+            if let Some(bc) = self.counters.backends.get(old as usize) {
+                bc.ended_flows.inc();
+            }
+            self.event(FlowEventKind::Expired, key, old);
+            vc.new_flows.inc();
+            self.flow_created(key, new);
         }
         if closed_now {
             if let Some(b) = chosen {
@@ -534,6 +567,13 @@ impl Worker {
         let pc = &self.counters.ports[port as usize];
         pc.tx_packets.add(packets);
         pc.tx_bytes.add(bytes);
+    }
+
+    /// Counts frames from the management side (ARP requests) queued for
+    /// transmission on `port`.
+    #[inline]
+    pub fn count_slow_path(&self, port: u16, n: u64) {
+        self.counters.ports[port as usize].arp_requests_sent.add(n);
     }
 
     /// Counts packets dropped on `port` outside the pipeline (TX queue full,

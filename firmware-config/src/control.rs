@@ -154,6 +154,8 @@ pub struct PortStats {
     pub rx_ipv6: u64,
     pub rx_icmpv6: u64,
     pub arp_replies_sent: u64,
+    /// ARP requests sent to resolve backends, gateways and clients.
+    pub arp_requests_sent: u64,
     pub icmp_echo_replies_sent: u64,
     /// Dropped packets by reason (every reason listed, zeros included).
     pub drops: BTreeMap<String, u64>,

@@ -213,6 +213,16 @@ impl Port {
         Ok(())
     }
 
+    /// Receives every frame whatever its destination MAC.
+    pub fn enable_promiscuous(&self) -> Result<()> {
+        // SAFETY: valid port id.
+        let rc = unsafe { dpdk_sys::rte_eth_promiscuous_enable(self.id) };
+        if rc != 0 {
+            return Err(dpdk_error("rte_eth_promiscuous_enable", rc));
+        }
+        Ok(())
+    }
+
     /// Link state without waiting for autonegotiation.
     pub fn link(&self) -> Result<Link> {
         let mut link = dpdk_sys::rte_eth_link::default();

@@ -229,13 +229,27 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<()> {
     for (p, (port, dev)) in cfg.ports.iter().zip(&ports) {
         port.configure(&conf, &pool)
             .with_context(|| format!("configuring port {:?} ({dev})", p.name))?;
-        if let Some(mac) = p.mac {
-            port.set_mac(mac.0)
-                .with_context(|| format!("setting the MAC of port {:?}", p.name))?;
-        }
         port.start()
             .with_context(|| format!("starting port {:?} ({dev})", p.name))?;
-        macs.push(port.mac()?);
+        let mac = match p.mac {
+            None => port.mac()?,
+            Some(mac) => {
+                if let Err(e) = port.set_mac(mac.0) {
+                    // The dataplane sources and accepts frames for the
+                    // configured MAC itself; promiscuous mode lets frames
+                    // addressed to it in.
+                    eprintln!(
+                        "sluiced: port {:?}: the driver cannot set MAC {mac} ({e}); using it in software with promiscuous mode",
+                        p.name
+                    );
+                    port.enable_promiscuous().with_context(|| {
+                        format!("port {:?}: enabling promiscuous mode for MAC {mac}", p.name)
+                    })?;
+                }
+                mac.0
+            }
+        };
+        macs.push(mac);
     }
 
     let mut app = Appliance::new(cfg.clone(), macs.clone());

@@ -69,13 +69,18 @@ impl WorkerCtx {
                 flush(&mut self.worker, &mut self.tx, &mut tx);
             }
             for (p, ring) in self.slow_tx.iter().enumerate() {
+                let mut n = 0;
                 while !tx[p].is_full() {
                     match ring.pop() {
                         Some(m) => {
                             let _ = tx[p].push(m);
+                            n += 1;
                         }
                         None => break,
                     }
+                }
+                if n > 0 {
+                    self.worker.count_slow_path(p as u16, n);
                 }
             }
             flush(&mut self.worker, &mut self.tx, &mut tx);

@@ -1,0 +1,212 @@
+//! End to end in network namespaces: a client, three backends with real
+//! TCP (HTTP) servers, `sluiced` on af_packet over veth pairs. At least 300
+//! real TCP connections through the VIP in NAT mode and in DR mode; all
+//! must complete, each backend must get 20%..47% of them, and the counters
+//! must agree with what was sent.
+
+use sluice_tests::*;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const CONNECTIONS: u64 = 300;
+
+fn config(id: &str, socket: &str, mode: &str, backend_port: u16) -> String {
+    let mut backends = String::new();
+    for i in 1..=3 {
+        backends.push_str(&format!(
+            "\n[[vip.backend]]\naddress = \"198.18.2.1{i}\"\nport = {backend_port}\n"
+        ));
+    }
+    format!(
+        r#"
+[eal]
+main_core = 0
+worker_cores = [1]
+memory_mb = 256
+hugepages = false
+file_prefix = "{id}"
+extra_args = ["--no-pci", "--no-shconf", "--log-level=lib.eal:error"]
+
+[control]
+socket = "{socket}"
+
+[flows]
+capacity_per_worker = 65536
+
+[[port]]
+name = "client"
+vdev = "net_af_packet0,iface=dpc"
+role = "client"
+address = "198.18.1.254/24"
+
+[[port]]
+name = "backend"
+vdev = "net_af_packet1,iface=dpb"
+role = "backend"
+address = "198.18.2.254/24"
+
+[[vip]]
+name = "web"
+address = "198.18.100.1"
+port = 80
+protocol = "tcp"
+mode = "{mode}"
+{backends}"#
+    )
+}
+
+fn run_mode(mode: &str) {
+    if !privileged() {
+        eprintln!("skipped: needs root for namespaces and DPDK");
+        return;
+    }
+    let _one_dpdk = dpdk_exclusive();
+    let id = format!("se{}{}", &mode[..1], std::process::id() % 100_000);
+    let dir = Scratch::new(&format!("e2e-{mode}"));
+    let topo = Topology::up(&id, mode).expect("topology");
+    let bport = if mode == "dr" { 80 } else { 8080 };
+    let socket = dir.path("sluiced.sock");
+    std::fs::write(
+        dir.path("sluice.toml"),
+        config(&id, &socket.display().to_string(), mode, bport),
+    )
+    .unwrap();
+
+    let script = repo_root().join("tests/e2e/backend.py");
+    let mut servers = Vec::new();
+    for i in 1..=3 {
+        let mut c = topo.cmd(&format!("b{i}"), "python3");
+        c.arg(&script)
+            .args(["--name", &format!("b{i}"), "--port", &bport.to_string()])
+            .arg("--log")
+            .arg(dir.path(&format!("b{i}.log")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        servers.push(Proc::spawn(&format!("backend b{i}"), &mut c).unwrap());
+    }
+    let mut sluiced = Sluiced::start(
+        &dir.path("sluice.toml"),
+        &socket,
+        &dir.path("sluiced.log"),
+        Some(&topo.ns("d")),
+    )
+    .expect("sluiced starts");
+    for i in 1..=3 {
+        let up = wait_until(Duration::from_secs(10), || {
+            topo.cmd(&format!("b{i}"), "python3")
+                .args([
+                    "-c",
+                    &format!("import socket; socket.create_connection(('198.18.2.1{i}', {bport}), 1)"),
+                ])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        assert!(up, "backend b{i} listening");
+    }
+
+    let out = topo
+        .cmd("c", "python3")
+        .arg(repo_root().join("tests/e2e/client.py"))
+        .args(["--host", "198.18.100.1", "--port", "80"])
+        .args(["--count", &CONNECTIONS.to_string(), "--deadline", "90"])
+        .output()
+        .expect("client runs");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "client output not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let stats = sluiced.stats().expect("stats");
+    eprintln!("{mode}: client summary {summary}");
+    assert_eq!(
+        summary["ok"].as_u64(),
+        Some(CONNECTIONS),
+        "every connection completes: {summary}\nstats: {stats:#}\n{}",
+        sluiced.log_text()
+    );
+
+    // Share per backend, by what the backends answered.
+    let per = summary["per_backend"].as_object().unwrap();
+    assert_eq!(per.len(), 3, "all three backends served: {summary}");
+    for (b, n) in per {
+        let share = n.as_u64().unwrap() as f64 / CONNECTIONS as f64;
+        assert!((0.20..=0.47).contains(&share), "{mode}: backend {b} got {:.1}%", share * 100.0);
+    }
+
+    // The counters agree with what was sent.
+    assert_eq!(counter(&stats, "/vips/0/new_flows"), CONNECTIONS, "{stats:#}");
+    let backends = stats["backends"].as_array().unwrap();
+    for b in backends {
+        let addr = b["address"].as_str().unwrap();
+        let name = format!("b{}", &addr[addr.len() - 1..]);
+        let served = per.get(&name).and_then(|v| v.as_u64()).unwrap_or(0);
+        assert_eq!(b["new_flows"].as_u64().unwrap(), served, "{mode}: new flows of {name}");
+        // At least SYN, ACK+request, FIN per connection went to it.
+        assert!(b["tx_packets"].as_u64().unwrap() >= 3 * served, "{mode}: packets to {name}");
+        if mode == "nat" {
+            // SYN-ACK, response, FIN at least came back through us.
+            assert!(b["rx_packets"].as_u64().unwrap() >= 3 * served, "{mode}: packets from {name}");
+        } else {
+            assert_eq!(b["rx_packets"].as_u64().unwrap(), 0, "DR replies bypass the dispatcher");
+        }
+    }
+    let to_backends: u64 = backends.iter().map(|b| b["tx_packets"].as_u64().unwrap()).sum();
+    let from_backends: u64 = backends.iter().map(|b| b["rx_packets"].as_u64().unwrap()).sum();
+    assert_eq!(counter(&stats, "/vips/0/packets"), to_backends, "VIP packets = packets to backends");
+    assert_eq!(counter(&stats, "/vips/0/reply_packets"), from_backends);
+    // Port counters: everything received is forwarded, answered or dropped
+    // for a counted reason, and no drop is for a malformed packet.
+    for (i, port) in stats["ports"].as_array().unwrap().iter().enumerate() {
+        let drops: Vec<(String, u64)> = port_drops(&stats, i);
+        for (reason, n) in &drops {
+            assert!(
+                matches!(reason.as_str(), "arp_reply_consumed" | "arp_not_for_us" | "client_unresolved" | "ipv4_multicast"),
+                "{mode}: unexpected drops on port {i}: {n} x {reason}"
+            );
+        }
+        assert_eq!(counter(port, "/nic/rx_nombuf"), 0);
+    }
+    let client_rx = counter(&stats, "/ports/0/rx_packets");
+    let client_arp = counter(&stats, "/ports/0/rx_arp");
+    assert!(client_rx >= counter(&stats, "/vips/0/packets"));
+    assert_eq!(
+        counter(&stats, "/ports/1/tx_packets"),
+        to_backends + counter(&stats, "/ports/1/arp_replies_sent") + arp_requests_sent(&stats, 1),
+        "backend port transmits exactly the forwarded packets, ARP replies and ARP requests"
+    );
+    assert!(client_arp >= 1, "the client resolved the dispatcher by ARP");
+    let vips = ctl(&socket, &["vip", "list", "--json"]).unwrap();
+    for b in vips["vips"][0]["backends"].as_array().unwrap() {
+        assert_eq!(b["state"], "up", "backend MAC learned by ARP: {b}");
+    }
+    assert_eq!(sluiced.stop().unwrap(), 0, "clean shutdown:\n{}", sluiced.log_text());
+    drop(servers);
+    drop(topo);
+    assert!(
+        !Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(&id))
+            .unwrap_or(false),
+        "namespaces removed"
+    );
+}
+
+/// ARP requests the dispatcher sent on a port: what it transmitted beyond
+/// forwarded packets and replies (tx = forwarded + replies + requests).
+fn arp_requests_sent(stats: &serde_json::Value, port: usize) -> u64 {
+    counter(stats, &format!("/ports/{port}/arp_requests_sent"))
+}
+
+#[test]
+fn nat_300_connections_through_the_vip() {
+    run_mode("nat");
+}
+
+#[test]
+fn dr_300_connections_through_the_vip() {
+    run_mode("dr");
+}
