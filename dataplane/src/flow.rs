@@ -320,20 +320,90 @@ struct Bucket {
 const _: () = assert!(std::mem::size_of::<Bucket>() == 192);
 const _: () = assert!(std::mem::offset_of!(Bucket, entries) == 64);
 
-const EMPTY_BUCKET: Bucket = Bucket {
-    keys: [[0; 3]; WAYS],
-    occupied: 0,
-    _pad: 0,
-    overflow: 0,
-    entries: [FlowEntry {
-        backend: 0,
-        state: FlowState::Udp,
-        last_seen: 0,
-        created: 0,
-    }; WAYS],
-};
 
 const FULL_MASK: u8 = (1 << WAYS) - 1;
+
+/// The bucket array: `n` buckets on fresh anonymous memory, 2 MiB aligned,
+/// which Linux is asked to back with transparent huge pages before it is
+/// first touched. A table of tens of megabytes looked up at random would
+/// otherwise take a TLB miss (a page walk) on nearly every packet.
+struct BucketArray {
+    ptr: std::ptr::NonNull<Bucket>,
+    len: usize,
+    /// The whole mapping (for munmap): base and length.
+    map: (*mut libc::c_void, usize),
+}
+
+// SAFETY: BucketArray owns its mapping exclusively, like a Box<[Bucket]>.
+unsafe impl Send for BucketArray {}
+// SAFETY: shared access only hands out `&[Bucket]`.
+unsafe impl Sync for BucketArray {}
+
+const HUGE_PAGE: usize = 2 << 20;
+
+impl BucketArray {
+    fn new(n: usize) -> BucketArray {
+        let bytes = std::mem::size_of::<Bucket>()
+            .checked_mul(n)
+            .expect("flow table size overflows");
+        let map_len = bytes + HUGE_PAGE;
+        // SAFETY: a fresh private anonymous mapping; the kernel fills it
+        // with zeros, and an all-zero Bucket is a valid value (integers,
+        // arrays of integers, and `FlowState` discriminant 0 in entries that
+        // `occupied == 0` marks unused).
+        unsafe {
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if base == libc::MAP_FAILED {
+                panic!(
+                    "cannot map {} MiB for the flow table: {}",
+                    map_len >> 20,
+                    std::io::Error::last_os_error()
+                );
+            }
+            let start = (base as usize).next_multiple_of(HUGE_PAGE);
+            // Failure (THP disabled) is harmless: small pages are used.
+            libc::madvise(start as *mut libc::c_void, bytes, libc::MADV_HUGEPAGE);
+            BucketArray {
+                ptr: std::ptr::NonNull::new_unchecked(start as *mut Bucket),
+                len: n,
+                map: (base, map_len),
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for BucketArray {
+    type Target = [Bucket];
+    fn deref(&self) -> &[Bucket] {
+        // SAFETY: ptr..ptr+len lies inside the mapping, initialised (zeroed
+        // by the kernel or written since), and owned by self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for BucketArray {
+    fn deref_mut(&mut self) -> &mut [Bucket] {
+        // SAFETY: as in deref; &mut self gives exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for BucketArray {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping created in `new`; no reference
+        // into it outlives self.
+        unsafe {
+            libc::munmap(self.map.0, self.map.1);
+        }
+    }
+}
 
 /// Bit offset, in [`Bucket::overflow`], of the counter for `hash`'s class.
 /// The class is the top two hash bits, which the primary index never uses
@@ -407,7 +477,7 @@ const ROOT: u8 = u8::MAX;
 
 /// The per-worker flow table (see the module documentation).
 pub struct FlowTable {
-    buckets: Box<[Bucket]>,
+    buckets: BucketArray,
     /// `buckets.len() - 1`; the length is a power of two.
     mask: usize,
     len: usize,
@@ -444,7 +514,7 @@ impl FlowTable {
             .next_power_of_two()
             .max(2);
         FlowTable {
-            buckets: vec![EMPTY_BUCKET; n].into_boxed_slice(),
+            buckets: BucketArray::new(n),
             mask: n - 1,
             len: 0,
             capacity,

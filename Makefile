@@ -1,0 +1,41 @@
+# Sluice: see README.md. `make demo` and `make test` install what is
+# missing (scripts/deps.sh), build, and run.
+
+CARGO ?= cargo
+RELEASE_BIN := target/release
+
+.PHONY: all deps build demo test test-unit test-system lint bench clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	$(CARGO) build --release --workspace --bins
+
+demo: build
+	SLUICE_BIN_DIR=$(RELEASE_BIN) scripts/demo.sh
+
+# Everything: formatting, lints, unit and property tests, golden pcap tests
+# and end-to-end namespace tests against the release binaries.
+test: deps lint
+	$(CARGO) build --release --workspace --bins
+	SLUICE_BIN_DIR=$(RELEASE_BIN) $(CARGO) test --release --workspace
+
+test-unit: deps
+	$(CARGO) test --release --workspace --exclude sluice-tests
+
+test-system: build
+	SLUICE_BIN_DIR=$(RELEASE_BIN) $(CARGO) test --release -p sluice-tests
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+# Criterion benchmark of the per-packet pipeline (see docs/performance.md).
+bench: deps
+	$(CARGO) bench -p perf --bench pipeline
+
+clean:
+	$(CARGO) clean
