@@ -37,53 +37,8 @@ echo "== building the topology (namespaces ${ID}*: client, dispatcher, switch, 3
 "$ROOT/scripts/topology.sh" up "$ID" "$MODE"
 
 if [ "$MODE" = dr ]; then BPORT=80; else BPORT=8080; fi
-cat > "$WORK/demo.toml" <<TOML
-# The demo's embedded default: one worker, two af_packet ports on veths.
-[eal]
-main_core = 0
-worker_cores = [1]
-memory_mb = 256
-hugepages = false
-file_prefix = "$ID"
-extra_args = ["--no-pci", "--no-shconf", "--log-level=lib.eal:error"]
-
-[control]
-socket = "$SOCK"
-
-[flows]
-capacity_per_worker = 65536
-
-[[port]]
-name = "client"
-vdev = "net_af_packet0,iface=dpc"
-role = "client"
-address = "198.18.1.254/24"
-
-[[port]]
-name = "backend"
-vdev = "net_af_packet1,iface=dpb"
-role = "backend"
-address = "198.18.2.254/24"
-
-[[vip]]
-name = "web"
-address = "198.18.100.1"
-port = 80
-protocol = "tcp"
-mode = "$MODE"
-
-[[vip.backend]]
-address = "198.18.2.11"
-port = $BPORT
-
-[[vip.backend]]
-address = "198.18.2.12"
-port = $BPORT
-
-[[vip.backend]]
-address = "198.18.2.13"
-port = $BPORT
-TOML
+sed -e "s|@PREFIX@|$ID|" -e "s|@SOCKET@|$SOCK|" -e "s|@MODE@|$MODE|" -e "s|@BPORT@|$BPORT|" \
+    "$ROOT/scripts/netns.toml.in" >"$WORK/demo.toml"
 "$BIN/sluicectl" config check "$WORK/demo.toml"
 
 echo "== starting 3 HTTP backends (port $BPORT)"

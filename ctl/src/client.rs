@@ -44,7 +44,9 @@ impl Client {
             .read_line(&mut reply)
             .map_err(unreachable)?;
         if reply.is_empty() {
-            return Err(CtlError::Protocol("connection closed without a reply".into()));
+            return Err(CtlError::Protocol(
+                "connection closed without a reply".into(),
+            ));
         }
         let r: Response = serde_json::from_str(&reply)
             .map_err(|e| CtlError::Protocol(format!("{e}: {reply}")))?;

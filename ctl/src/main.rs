@@ -168,7 +168,9 @@ fn print_status(s: &StatusReply) {
         s.vips, s.backends, s.tables_generation
     );
     println!();
-    let mut t = Table::new(&["PORT", "NAME", "DEVICE", "DRIVER", "MAC", "ADDRESS", "ROLE", "LINK"]);
+    let mut t = Table::new(&[
+        "PORT", "NAME", "DEVICE", "DRIVER", "MAC", "ADDRESS", "ROLE", "LINK",
+    ]);
     for p in &s.ports {
         t.row(vec![
             p.index.to_string(),
@@ -202,7 +204,15 @@ fn print_status(s: &StatusReply) {
 
 fn print_stats(s: &StatsReply) {
     let mut t = Table::new(&[
-        "PORT", "RX PKTS", "RX BYTES", "TX PKTS", "TX BYTES", "DROPS", "NIC MISSED", "NIC ERR", "NO MBUF",
+        "PORT",
+        "RX PKTS",
+        "RX BYTES",
+        "TX PKTS",
+        "TX BYTES",
+        "DROPS",
+        "NIC MISSED",
+        "NIC ERR",
+        "NO MBUF",
     ]);
     for p in &s.ports {
         t.row(vec![
@@ -233,7 +243,16 @@ fn print_stats(s: &StatsReply) {
         println!("no drops");
     }
     println!();
-    let mut t = Table::new(&["VIP", "MODE", "PKTS", "BYTES", "NEW FLOWS", "DROPS", "REPLY PKTS", "REPLY BYTES"]);
+    let mut t = Table::new(&[
+        "VIP",
+        "MODE",
+        "PKTS",
+        "BYTES",
+        "NEW FLOWS",
+        "DROPS",
+        "REPLY PKTS",
+        "REPLY BYTES",
+    ]);
     for v in &s.vips {
         t.row(vec![
             v.name.clone(),
@@ -249,7 +268,16 @@ fn print_stats(s: &StatsReply) {
     t.print();
     println!();
     let mut t = Table::new(&[
-        "BACKEND", "VIP", "STATE", "WEIGHT", "TO PKTS", "TO BYTES", "FROM PKTS", "FROM BYTES", "NEW FLOWS", "ACTIVE",
+        "BACKEND",
+        "VIP",
+        "STATE",
+        "WEIGHT",
+        "TO PKTS",
+        "TO BYTES",
+        "FROM PKTS",
+        "FROM BYTES",
+        "NEW FLOWS",
+        "ACTIVE",
     ]);
     for b in &s.backends {
         t.row(vec![
@@ -269,8 +297,8 @@ fn print_stats(s: &StatsReply) {
     let f = &s.flows;
     println!();
     println!(
-        "flows: {} active of {} capacity, {} created, {} closed, {} expired, {} stateless (table full), {} rescheduled",
-        f.active, f.capacity, f.created, f.closed, f.expired, f.table_full, f.rescheduled
+                "flows: {} active of {} capacity, {} created, {} closed, {} expired, {} rescheduled; {} packets forwarded without a flow entry (table full)",
+                f.active, f.capacity, f.created, f.closed, f.expired, f.rescheduled, f.table_full
     );
     println!(
         "sync events: {} pushed, {} dropped (ring full), {} drained",
@@ -279,7 +307,18 @@ fn print_stats(s: &StatsReply) {
 }
 
 fn print_vips(r: &VipListReply) {
-    let mut t = Table::new(&["VIP", "ADDRESS", "PROTO", "MODE", "BACKEND", "WEIGHT", "SLOTS", "NEXT HOP MAC", "EGRESS", "STATE"]);
+    let mut t = Table::new(&[
+        "VIP",
+        "ADDRESS",
+        "PROTO",
+        "MODE",
+        "BACKEND",
+        "WEIGHT",
+        "SLOTS",
+        "NEXT HOP MAC",
+        "EGRESS",
+        "STATE",
+    ]);
     for v in &r.vips {
         let addr = format!("{}:{}", v.address, v.port);
         if v.backends.is_empty() {
@@ -301,12 +340,18 @@ fn print_vips(r: &VipListReply) {
             t.row(vec![
                 if first { v.name.clone() } else { String::new() },
                 if first { addr.clone() } else { String::new() },
-                if first { v.protocol.clone() } else { String::new() },
+                if first {
+                    v.protocol.clone()
+                } else {
+                    String::new()
+                },
                 if first { v.mode.clone() } else { String::new() },
                 format!("{}:{}", b.address, b.port),
                 b.weight.to_string(),
                 format!("{:.1}%", b.slot_share_percent),
-                b.next_hop_mac.clone().unwrap_or_else(|| "(unresolved)".into()),
+                b.next_hop_mac
+                    .clone()
+                    .unwrap_or_else(|| "(unresolved)".into()),
                 b.egress.clone(),
                 b.state.clone(),
             ]);

@@ -17,8 +17,8 @@ impl Table {
         self.rows.push(cells);
     }
 
-    /// Renders with columns padded to their widest cell; numbers (cells
-    /// that start with a digit) are right-aligned.
+    /// Renders with columns padded to their widest cell; columns of numbers
+    /// are right-aligned.
     pub fn render(&self) -> String {
         let n = self.header.len();
         let mut width = vec![0; n];
@@ -27,12 +27,34 @@ impl Table {
                 width[i] = width[i].max(c.chars().count());
             }
         }
+        // "1947", "10.4 KiB", "33.3%" are numbers; "198.18.1.254/24" and MACs are not.
+        let is_number = |c: &str| {
+            c.chars().next().is_some_and(|ch| ch.is_ascii_digit())
+                && c.matches('.').count() <= 1
+                && !c.contains(':')
+                && !c.contains('/')
+        };
+        // A column whose cells are all numbers is right-aligned, header too.
+        let numeric_col: Vec<bool> = (0..n)
+            .map(|i| {
+                let mut cells = self
+                    .rows
+                    .iter()
+                    .filter_map(|r| r.get(i))
+                    .filter(|c| !c.is_empty());
+                let mut any = false;
+                cells.all(|c| {
+                    any = true;
+                    is_number(c)
+                }) && any
+            })
+            .collect();
         let mut out = String::new();
         for r in std::iter::once(&self.header).chain(&self.rows) {
             let mut line = String::new();
             for (i, w) in width.iter().enumerate() {
                 let c = r.get(i).map(String::as_str).unwrap_or("");
-                let numeric = c.chars().next().is_some_and(|ch| ch.is_ascii_digit()) && !c.contains(':');
+                let numeric = numeric_col[i];
                 if i > 0 {
                     line.push_str("  ");
                 }
@@ -83,6 +105,18 @@ mod tests {
         assert_eq!(lines[0], "NAME     PKTS");
         assert_eq!(lines[1], "client      5");
         assert_eq!(lines[2], "b       12345");
+    }
+
+    #[test]
+    fn addresses_are_not_numbers() {
+        let mut t = Table::new(&["ADDRESS", "BYTES"]);
+        t.row(vec!["198.18.1.254/24".into(), "10.4 KiB".into()]);
+        t.row(vec!["1.2.3.4".into(), "5 B".into()]);
+        let s = t.render();
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines[0], "ADDRESS             BYTES");
+        assert_eq!(lines[1], "198.18.1.254/24  10.4 KiB");
+        assert_eq!(lines[2], "1.2.3.4               5 B");
     }
 
     #[test]

@@ -35,8 +35,80 @@ pub struct Appliance {
     /// Port MACs as the NICs report them (or as configured).
     pub port_macs: Vec<[u8; 6]>,
     neighbours: HashMap<(u16, u32), Neighbour>,
+    ids: IdMap,
     vips: Vec<Arc<VipInfo>>,
     generation: u64,
+}
+
+/// Stable ids. A VIP keeps its id while its (address, port, protocol) stays
+/// configured, a backend while its (VIP, address, port) does: flow keys
+/// hold VIP ids and flow entries hold backend ids, so an established
+/// connection stays on its backend whatever else a reconfiguration adds or
+/// removes. Ids are never reused while sluiced runs (a reused id would
+/// inherit the old one's pinned flows and counters): a process can create
+/// at most `MAX_VIPS` VIPs and `MAX_BACKENDS` backends in its lifetime.
+#[derive(Debug, Default, Clone)]
+struct IdMap {
+    vips: HashMap<(u32, u16, Protocol), u32>,
+    backends: HashMap<(u32, u32, u16), u32>,
+    next_vip: u32,
+    next_backend: u32,
+}
+
+/// The ids a configuration gets: per VIP (config order) its id and its
+/// backends' ids.
+type Assigned = Vec<(u32, Vec<u32>)>;
+
+impl IdMap {
+    /// Assigns ids for `config`, keeping those of VIPs and backends that
+    /// stay. Changes nothing when the id space would run out.
+    fn assign(&mut self, config: &Config) -> Result<Assigned, String> {
+        let mut next = self.clone();
+        let mut vips = HashMap::new();
+        let mut backends = HashMap::new();
+        let mut out = Vec::new();
+        for v in &config.vips {
+            let vkey = (u32::from(v.address), v.port, v.protocol);
+            let vid = match next.vips.get(&vkey) {
+                Some(&id) => id,
+                None => {
+                    let id = next.next_vip;
+                    if id as usize >= MAX_VIPS {
+                        return Err(format!(
+                            "VIP ids exhausted: this sluiced has created {MAX_VIPS} VIPs; restart it to start over"
+                        ));
+                    }
+                    next.next_vip += 1;
+                    id
+                }
+            };
+            vips.insert(vkey, vid);
+            let mut ids = Vec::new();
+            for b in &v.backends {
+                let bkey = (vid, u32::from(b.address), b.port_or(v.port));
+                let bid = match next.backends.get(&bkey) {
+                    Some(&id) => id,
+                    None => {
+                        let id = next.next_backend;
+                        if id as usize >= MAX_BACKENDS {
+                            return Err(format!(
+                                "backend ids exhausted: this sluiced has created {MAX_BACKENDS} backends; restart it to start over"
+                            ));
+                        }
+                        next.next_backend += 1;
+                        id
+                    }
+                };
+                backends.insert(bkey, bid);
+                ids.push(bid);
+            }
+            out.push((vid, ids));
+        }
+        next.vips = vips;
+        next.backends = backends;
+        *self = next;
+        Ok(out)
+    }
 }
 
 /// Refuses configurations beyond the fast path's fixed counter arrays.
@@ -98,14 +170,61 @@ impl Appliance {
             })
             .collect();
         let mut a = Appliance {
-            config,
+            config: config.clone(),
             port_macs,
             neighbours,
+            ids: IdMap::default(),
             vips: Vec::new(),
             generation: 0,
         };
-        a.rebuild_vips();
+        // A validated config within `check_limits` always fits the id space.
+        a.reconfigure(config)
+            .expect("a configuration within check_limits gets ids");
         a
+    }
+
+    /// Replaces the VIPs and backends (ports cannot change while running).
+    /// VIPs and backends that stay keep their ids, so their established
+    /// connections stay where they are. On error nothing changes.
+    pub fn reconfigure(&mut self, config: Config) -> Result<(), String> {
+        check_limits(&config)?;
+        if self.generation > 0 || !self.vips.is_empty() {
+            let same_ports = config.ports.len() == self.config.ports.len()
+                && config
+                    .ports
+                    .iter()
+                    .zip(&self.config.ports)
+                    .all(|(a, b)| a.name == b.name && a.pci == b.pci && a.vdev == b.vdev);
+            if !same_ports {
+                return Err(
+                    "ports cannot change while sluiced runs: restart it with the new configuration"
+                        .into(),
+                );
+            }
+        }
+        let mut ids = self.ids.clone();
+        let assigned = ids.assign(&config)?;
+        self.ids = ids;
+        self.config = config;
+        self.rebuild_vips(&assigned);
+        Ok(())
+    }
+
+    /// The ids of the current configuration, per VIP in config order.
+    fn assigned(&self) -> Assigned {
+        self.config
+            .vips
+            .iter()
+            .map(|v| {
+                let vid = self.ids.vips[&(u32::from(v.address), v.port, v.protocol)];
+                let bids = v
+                    .backends
+                    .iter()
+                    .map(|b| self.ids.backends[&(vid, u32::from(b.address), b.port_or(v.port))])
+                    .collect();
+                (vid, bids)
+            })
+            .collect()
     }
 
     pub fn generation(&self) -> u64 {
@@ -114,11 +233,10 @@ impl Appliance {
 
     /// Backend ids: position in the flattened list of all VIPs' backends.
     /// Stable for a given config (live changes come with the control issue).
-    fn backend_infos(&self) -> Vec<Option<BackendInfo>> {
-        let mut out = Vec::new();
-        for (vi, vip) in self.config.vips.iter().enumerate() {
-            for b in &vip.backends {
-                let id = out.len() as u32;
+    fn backend_infos(&self, assigned: &Assigned) -> Vec<Option<BackendInfo>> {
+        let mut out = vec![None; self.ids.next_backend as usize];
+        for (vip, (vid, bids)) in self.config.vips.iter().zip(assigned) {
+            for (b, &id) in vip.backends.iter().zip(bids) {
                 let egress = self.config.egress_port_index(b).unwrap_or(0) as u16;
                 let addr = u32::from(b.address);
                 let next_hop_mac = b.mac.map(|m| m.0).or_else(|| {
@@ -130,9 +248,9 @@ impl Appliance {
                     };
                     hop.and_then(|h| self.neighbours.get(&(egress, h)).map(|n| n.mac))
                 });
-                out.push(Some(BackendInfo {
+                out[id as usize] = Some(BackendInfo {
                     id,
-                    vip: vi as u32,
+                    vip: *vid,
                     addr,
                     port: b.port_or(vip.port),
                     weight: b.weight,
@@ -140,7 +258,7 @@ impl Appliance {
                     alive: true,
                     egress_port: egress,
                     next_hop_mac,
-                }));
+                });
             }
         }
         out
@@ -148,23 +266,22 @@ impl Appliance {
 
     /// Rebuilds every VIP's Maglev table (config changes only: neighbour
     /// changes do not touch selection).
-    fn rebuild_vips(&mut self) {
-        let backends = self.backend_infos();
+    fn rebuild_vips(&mut self, assigned: &Assigned) {
+        let backends = self.backend_infos(assigned);
         let size = self.config.maglev.table_size;
         self.vips = self
             .config
             .vips
             .iter()
-            .enumerate()
-            .map(|(vi, v)| {
-                let members: Vec<&BackendInfo> = backends
+            .zip(assigned)
+            .map(|(v, (vid, bids))| {
+                let members: Vec<&BackendInfo> = bids
                     .iter()
-                    .flatten()
-                    .filter(|b| b.vip == vi as u32)
+                    .filter_map(|&id| backends[id as usize].as_ref())
                     .collect();
                 Arc::new(VipInfo::build(
                     VipSpec {
-                        index: vi as u32,
+                        index: *vid,
                         label: v.label(),
                         addr: u32::from(v.address),
                         port: v.port,
@@ -210,7 +327,7 @@ impl Appliance {
             self.generation,
             self.port_infos(),
             self.vips.clone(),
-            self.backend_infos(),
+            self.backend_infos(&self.assigned()),
             &neigh,
         )
     }
@@ -371,19 +488,20 @@ impl Appliance {
             .config
             .vips
             .iter()
-            .enumerate()
-            .map(|(i, v)| VipStats {
+            .zip(&self.vips)
+            .map(|(v, info)| (v, info.index as usize))
+            .map(|(v, id)| VipStats {
                 name: v.label(),
                 address: v.address.to_string(),
                 port: v.port,
                 protocol: v.protocol.to_string(),
                 mode: v.mode.to_string(),
-                packets: sum(&|w| w.vips[i].packets.get()),
-                bytes: sum(&|w| w.vips[i].bytes.get()),
-                new_flows: sum(&|w| w.vips[i].new_flows.get()),
-                drops: sum(&|w| w.vips[i].drops.get()),
-                reply_packets: sum(&|w| w.vips[i].reply_packets.get()),
-                reply_bytes: sum(&|w| w.vips[i].reply_bytes.get()),
+                packets: sum(&|w| w.vips[id].packets.get()),
+                bytes: sum(&|w| w.vips[id].bytes.get()),
+                new_flows: sum(&|w| w.vips[id].new_flows.get()),
+                drops: sum(&|w| w.vips[id].drops.get()),
+                reply_packets: sum(&|w| w.vips[id].reply_packets.get()),
+                reply_bytes: sum(&|w| w.vips[id].reply_bytes.get()),
             })
             .collect();
         let backends = tables
@@ -396,7 +514,9 @@ impl Appliance {
                 let ended = sum(&|w| w.backends[i].ended_flows.get());
                 BackendStats {
                     id: b.id,
-                    vip: self.vips[b.vip as usize].label.clone(),
+                    vip: tables
+                        .vip(b.vip)
+                        .map_or_else(String::new, |v| v.label.clone()),
                     address: Ipv4Addr::from(b.addr).to_string(),
                     port: b.port,
                     weight: b.weight,
@@ -463,4 +583,118 @@ pub fn arp_request(mac: [u8; 6], ip: u32, target: u32) -> [u8; 60] {
     // Target MAC stays zero.
     f[38..42].copy_from_slice(&target.to_be_bytes());
     f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[eal]
+main_core = 0
+worker_cores = [1]
+hugepages = false
+[[port]]
+name = "client"
+vdev = "net_null0"
+role = "client"
+address = "198.18.1.254/24"
+[[port]]
+name = "backend"
+vdev = "net_null1"
+role = "backend"
+address = "198.18.2.254/24"
+[[vip]]
+address = "198.18.100.1"
+port = 80
+protocol = "tcp"
+mode = "nat"
+[[vip.backend]]
+address = "198.18.2.11"
+port = 8080
+[[vip.backend]]
+address = "198.18.2.12"
+port = 8080
+[[vip]]
+address = "198.18.100.2"
+port = 53
+protocol = "udp"
+mode = "nat"
+[[vip.backend]]
+address = "198.18.2.21"
+port = 53
+"#;
+
+    fn cfg(text: &str) -> Config {
+        firmware_config::parse_with(text, "t.toml", &firmware_config::Environment { cpus: 2 })
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn ids(t: &Tables) -> Vec<(String, u32, u32)> {
+        t.backends
+            .iter()
+            .flatten()
+            .map(|b| (Ipv4Addr::from(b.addr).to_string(), b.id, b.vip))
+            .collect()
+    }
+
+    #[test]
+    fn ids_survive_reconfiguration() {
+        let mut app = Appliance::new(cfg(BASE), vec![[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]]);
+        let before = app.build_tables();
+        assert_eq!(
+            ids(&before),
+            vec![
+                ("198.18.2.11".into(), 0, 0),
+                ("198.18.2.12".into(), 1, 0),
+                ("198.18.2.21".into(), 2, 1)
+            ]
+        );
+        // Remove .11, add .13 to the first VIP, and a new VIP in front.
+        let text = BASE
+            .replace("[[vip.backend]]\naddress = \"198.18.2.11\"\nport = 8080\n", "")
+            .replace(
+                "port = 8080\n[[vip]]",
+                "port = 8080\n[[vip.backend]]\naddress = \"198.18.2.13\"\nport = 8080\n[[vip]]",
+            )
+            .replace(
+                "[[vip]]\naddress = \"198.18.100.1\"",
+                "[[vip]]\naddress = \"198.18.100.3\"\nport = 80\nprotocol = \"tcp\"\nmode = \"nat\"\n[[vip.backend]]\naddress = \"198.18.2.31\"\nport = 80\n[[vip]]\naddress = \"198.18.100.1\"",
+            );
+        app.reconfigure(cfg(&text)).unwrap();
+        let after = app.build_tables();
+        let got = ids(&after);
+        assert!(got.contains(&("198.18.2.12".into(), 1, 0)), "kept: {got:?}");
+        assert!(got.contains(&("198.18.2.21".into(), 2, 1)), "kept: {got:?}");
+        assert!(
+            !got.iter().any(|(a, _, _)| a == "198.18.2.11"),
+            "removed: {got:?}"
+        );
+        assert!(
+            got.iter().all(|(_, id, _)| *id != 0),
+            "id 0 is not reused: {got:?}"
+        );
+        let web = after
+            .service(u32::from(Ipv4Addr::new(198, 18, 100, 1)), 80, 6)
+            .unwrap();
+        assert_eq!(
+            web.index, 0,
+            "VIP id kept although a VIP was added before it"
+        );
+        let new_vip = after
+            .service(u32::from(Ipv4Addr::new(198, 18, 100, 3)), 80, 6)
+            .unwrap();
+        assert_eq!(new_vip.index, 2);
+        assert_eq!(after.vip(2).unwrap().addr, new_vip.addr);
+    }
+
+    #[test]
+    fn ports_cannot_change_and_failures_change_nothing() {
+        let mut app = Appliance::new(cfg(BASE), vec![[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]]);
+        let gen_tables = app.build_tables();
+        let moved = BASE.replace("vdev = \"net_null1\"", "vdev = \"net_null7\"");
+        let err = app.reconfigure(cfg(&moved)).unwrap_err();
+        assert!(err.contains("ports cannot change"), "{err}");
+        assert_eq!(ids(&app.build_tables()), ids(&gen_tables));
+    }
 }

@@ -218,7 +218,9 @@ pub struct BackendCounters {
 #[derive(Default)]
 #[repr(C, align(64))]
 pub struct FlowCounters {
-    /// New connections forwarded statelessly because the flow table was full.
+    /// Packets of untracked connections forwarded by their Maglev choice
+    /// alone because the flow table was full (a non-zero value means the
+    /// table is too small).
     pub table_full: Counter,
     /// Established flows whose backend went away and were re-dispatched.
     pub rescheduled: Counter,

@@ -211,7 +211,11 @@ pub enum LocalAddr {
 pub struct Tables {
     pub generation: u64,
     pub ports: Vec<PortInfo>,
+    /// VIPs in configuration order; `VipInfo::index` is the VIP's stable
+    /// id (see [`Tables::vip`]).
     pub vips: Vec<Arc<VipInfo>>,
+    /// VIP id → position in `vips` (u32::MAX for unused ids).
+    vip_pos: Vec<u32>,
     /// Indexed by backend id; None for ids no longer in use.
     pub backends: Vec<Option<BackendInfo>>,
     /// service_key(vip addr, port, proto) → VIP index.
@@ -235,6 +239,12 @@ impl Tables {
         backends: Vec<Option<BackendInfo>>,
         neighbours: &[(u16, u32, [u8; 6])],
     ) -> Tables {
+        let max_id = vips.iter().map(|v| v.index as usize + 1).max().unwrap_or(0);
+        let mut vip_pos = vec![u32::MAX; max_id];
+        for (pos, v) in vips.iter().enumerate() {
+            vip_pos[v.index as usize] = pos as u32;
+        }
+        let by_id = |id: u32| vip_pos.get(id as usize).and_then(|&p| vips.get(p as usize));
         let services: Vec<(u64, u32)> = vips
             .iter()
             .map(|v| (service_key(v.addr, v.port, v.proto), v.index))
@@ -249,12 +259,9 @@ impl Tables {
         let nat_replies: Vec<(u64, u32)> = backends
             .iter()
             .flatten()
-            .filter(|b| {
-                vips.get(b.vip as usize)
-                    .is_some_and(|v| v.mode == ForwardMode::Nat)
-            })
+            .filter(|b| by_id(b.vip).is_some_and(|v| v.mode == ForwardMode::Nat))
             .map(|b| {
-                let proto = vips[b.vip as usize].proto;
+                let proto = by_id(b.vip).map_or(0, |v| v.proto);
                 (service_key(b.addr, b.port, proto), b.id)
             })
             .collect();
@@ -272,6 +279,7 @@ impl Tables {
             neighbour_macs: neighbours.iter().map(|&(_, _, m)| m).collect(),
             ports,
             vips,
+            vip_pos,
             backends,
         }
     }
@@ -280,7 +288,15 @@ impl Tables {
     pub fn service(&self, addr: u32, port: u16, proto: u8) -> Option<&VipInfo> {
         self.services
             .get(service_key(addr, port, proto))
-            .and_then(|i| self.vips.get(i as usize))
+            .and_then(|id| self.vip(id))
+    }
+
+    /// The VIP with stable id `id`.
+    #[inline]
+    pub fn vip(&self, id: u32) -> Option<&VipInfo> {
+        self.vip_pos
+            .get(id as usize)
+            .and_then(|&p| self.vips.get(p as usize))
             .map(|v| &**v)
     }
 

@@ -220,7 +220,8 @@ pub struct FlowStats {
     pub created: u64,
     pub closed: u64,
     pub expired: u64,
-    /// New connections forwarded without a flow entry (table full).
+    /// Packets of untracked connections forwarded by Maglev alone because
+    /// the flow table was full.
     pub table_full: u64,
     pub rescheduled: u64,
     pub events_pushed: u64,

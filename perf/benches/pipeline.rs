@@ -7,8 +7,8 @@
 //! Run: `cargo bench -p perf --bench pipeline` (or `make bench`).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use dataplane::pipeline::Action;
 use dataplane::counters::DropReason;
+use dataplane::pipeline::Action;
 use perf::{dispatcher, FlowFrames, TCP_ACK};
 use std::hint::black_box;
 
@@ -43,15 +43,19 @@ fn pipeline(c: &mut Criterion) {
                 }
                 worker.process_burst(&mut burst[..n], 0, 1, &tables, &mut actions[..n]);
             }
-            assert_eq!(worker.flows().len(), flows as usize, "all flows established");
+            assert_eq!(
+                worker.flows().len(),
+                flows as usize,
+                "all flows established"
+            );
             g.bench_with_input(BenchmarkId::new(mode, flows), &flows, |b, _| {
                 let mut burst = vec![[0u8; 64]; BURST];
                 let mut at = 0usize;
-                let mut now = 2u64;
+                let mut now = 2u32;
                 b.iter(|| {
                     for f in burst.iter_mut() {
-                        *f = templates[at];
-                        at = if at + 1 == templates.len() { 0 } else { at + 1 };
+                        frames.write(at, f);
+                        at = if at + 1 == frames.len() { 0 } else { at + 1 };
                     }
                     now += 1;
                     worker.process_burst(&mut burst, 0, now, &tables, &mut actions);

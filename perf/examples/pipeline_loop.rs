@@ -30,10 +30,13 @@ fn main() {
             frames.write(at, f);
             at = if at + 1 == frames.len() { 0 } else { at + 1 };
         }
-        worker.process_burst(&mut burst, 0, round + 1, &tables, &mut actions);
+        worker.process_burst(&mut burst, 0, round as u32 + 1, &tables, &mut actions);
     }
     let ns = t0.elapsed().as_nanos() as f64 / (bursts * 32) as f64;
-    let fwd = actions.iter().filter(|a| matches!(a, Action::Forward(_))).count();
+    let fwd = actions
+        .iter()
+        .filter(|a| matches!(a, Action::Forward(_)))
+        .count();
     println!(
         "{mode} {flows} flows: {ns:.1} ns/packet over {bursts} bursts of 32 (frame copy included); last burst forwarded {fwd}/32, {} flows",
         worker.flows().len()

@@ -5,7 +5,6 @@
 use dataplane::appliance::Appliance;
 use dataplane::counters::WorkerCounters;
 use dataplane::events::{EventRing, HintRing};
-use dataplane::flow::FlowTimeouts;
 use dataplane::pipeline::Worker;
 use dataplane::tables::Tables;
 use std::sync::Arc;
@@ -55,20 +54,18 @@ mode = "{mode}"
             i % 256
         ));
     }
-    let cfg = firmware_config::parse_with(&text, "bench.toml", &firmware_config::Environment { cpus: 2 })
-        .unwrap_or_else(|e| panic!("bench config: {e}"));
+    let cfg = firmware_config::parse_with(
+        &text,
+        "bench.toml",
+        &firmware_config::Environment { cpus: 2 },
+    )
+    .unwrap_or_else(|e| panic!("bench config: {e}"));
     let mut app = Appliance::new(cfg, vec![CLIENT_PORT_MAC, BACKEND_PORT_MAC]);
     let tables = app.build_tables();
-    let hz = 1_000_000_000;
     let worker = Worker::new(
         0,
         capacity,
-        FlowTimeouts {
-            syn: 5 * hz,
-            established: 300 * hz,
-            closing: 10 * hz,
-            udp: 30 * hz,
-        },
+        dataplane::pipeline::timeouts_ms(5, 300, 10, 30),
         Arc::new(WorkerCounters::default()),
         Arc::new(EventRing::new(1 << 16)),
         Arc::new(HintRing::new(1024)),
@@ -187,7 +184,11 @@ mod tests {
             let (mut w, t) = dispatcher(mode, 10, 4096);
             for i in [0, 1, 63_999, 64_000, 999_999] {
                 let mut f = tcp_frame(i, TCP_SYN);
-                assert_eq!(w.process(&mut f, 0, 1, &t), Action::Forward(1), "{mode} flow {i}");
+                assert_eq!(
+                    w.process(&mut f, 0, 1, &t),
+                    Action::Forward(1),
+                    "{mode} flow {i}"
+                );
             }
             assert_eq!(w.counters().flows.created.get(), 5);
         }

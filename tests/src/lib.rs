@@ -86,9 +86,7 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(what: &str, cmd: &mut Command) -> Result<Proc> {
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {what}"))?;
+        let child = cmd.spawn().with_context(|| format!("starting {what}"))?;
         Ok(Proc {
             child,
             what: what.to_string(),
@@ -259,9 +257,30 @@ impl Drop for Topology {
     }
 }
 
+/// The `[eal]` and `[control]` tables of a test configuration: one worker
+/// on lcore 1, no hugepages, no PCI, a private file prefix.
+pub fn eal_and_control(prefix: &str, socket: &Path) -> String {
+    format!(
+        r#"[eal]
+main_core = 0
+worker_cores = [1]
+memory_mb = 256
+hugepages = false
+file_prefix = "{prefix}"
+extra_args = ["--no-pci", "--no-shconf", "--log-level=lib.eal:error"]
+
+[control]
+socket = "{}"
+"#,
+        socket.display()
+    )
+}
+
 /// Reads a counter by JSON pointer, 0 when absent.
 pub fn counter(v: &serde_json::Value, pointer: &str) -> u64 {
-    v.pointer(pointer).and_then(serde_json::Value::as_u64).unwrap_or(0)
+    v.pointer(pointer)
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0)
 }
 
 /// Every non-zero drop counter of port `index`: (reason, count).

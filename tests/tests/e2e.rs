@@ -10,49 +10,14 @@ use std::time::Duration;
 
 const CONNECTIONS: u64 = 300;
 
+/// scripts/netns.toml.in, the demo's embedded default, filled in.
 fn config(id: &str, socket: &str, mode: &str, backend_port: u16) -> String {
-    let mut backends = String::new();
-    for i in 1..=3 {
-        backends.push_str(&format!(
-            "\n[[vip.backend]]\naddress = \"198.18.2.1{i}\"\nport = {backend_port}\n"
-        ));
-    }
-    format!(
-        r#"
-[eal]
-main_core = 0
-worker_cores = [1]
-memory_mb = 256
-hugepages = false
-file_prefix = "{id}"
-extra_args = ["--no-pci", "--no-shconf", "--log-level=lib.eal:error"]
-
-[control]
-socket = "{socket}"
-
-[flows]
-capacity_per_worker = 65536
-
-[[port]]
-name = "client"
-vdev = "net_af_packet0,iface=dpc"
-role = "client"
-address = "198.18.1.254/24"
-
-[[port]]
-name = "backend"
-vdev = "net_af_packet1,iface=dpb"
-role = "backend"
-address = "198.18.2.254/24"
-
-[[vip]]
-name = "web"
-address = "198.18.100.1"
-port = 80
-protocol = "tcp"
-mode = "{mode}"
-{backends}"#
-    )
+    std::fs::read_to_string(repo_root().join("scripts/netns.toml.in"))
+        .expect("scripts/netns.toml.in")
+        .replace("@PREFIX@", id)
+        .replace("@SOCKET@", socket)
+        .replace("@MODE@", mode)
+        .replace("@BPORT@", &backend_port.to_string())
 }
 
 fn run_mode(mode: &str) {
@@ -96,7 +61,9 @@ fn run_mode(mode: &str) {
             topo.cmd(&format!("b{i}"), "python3")
                 .args([
                     "-c",
-                    &format!("import socket; socket.create_connection(('198.18.2.1{i}', {bport}), 1)"),
+                    &format!(
+                        "import socket; socket.create_connection(('198.18.2.1{i}', {bport}), 1)"
+                    ),
                 ])
                 .stderr(Stdio::null())
                 .status()
@@ -133,29 +100,61 @@ fn run_mode(mode: &str) {
     assert_eq!(per.len(), 3, "all three backends served: {summary}");
     for (b, n) in per {
         let share = n.as_u64().unwrap() as f64 / CONNECTIONS as f64;
-        assert!((0.20..=0.47).contains(&share), "{mode}: backend {b} got {:.1}%", share * 100.0);
+        assert!(
+            (0.20..=0.47).contains(&share),
+            "{mode}: backend {b} got {:.1}%",
+            share * 100.0
+        );
     }
 
     // The counters agree with what was sent.
-    assert_eq!(counter(&stats, "/vips/0/new_flows"), CONNECTIONS, "{stats:#}");
+    assert_eq!(
+        counter(&stats, "/vips/0/new_flows"),
+        CONNECTIONS,
+        "{stats:#}"
+    );
     let backends = stats["backends"].as_array().unwrap();
     for b in backends {
         let addr = b["address"].as_str().unwrap();
         let name = format!("b{}", &addr[addr.len() - 1..]);
         let served = per.get(&name).and_then(|v| v.as_u64()).unwrap_or(0);
-        assert_eq!(b["new_flows"].as_u64().unwrap(), served, "{mode}: new flows of {name}");
+        assert_eq!(
+            b["new_flows"].as_u64().unwrap(),
+            served,
+            "{mode}: new flows of {name}"
+        );
         // At least SYN, ACK+request, FIN per connection went to it.
-        assert!(b["tx_packets"].as_u64().unwrap() >= 3 * served, "{mode}: packets to {name}");
+        assert!(
+            b["tx_packets"].as_u64().unwrap() >= 3 * served,
+            "{mode}: packets to {name}"
+        );
         if mode == "nat" {
             // SYN-ACK, response, FIN at least came back through us.
-            assert!(b["rx_packets"].as_u64().unwrap() >= 3 * served, "{mode}: packets from {name}");
+            assert!(
+                b["rx_packets"].as_u64().unwrap() >= 3 * served,
+                "{mode}: packets from {name}"
+            );
         } else {
-            assert_eq!(b["rx_packets"].as_u64().unwrap(), 0, "DR replies bypass the dispatcher");
+            assert_eq!(
+                b["rx_packets"].as_u64().unwrap(),
+                0,
+                "DR replies bypass the dispatcher"
+            );
         }
     }
-    let to_backends: u64 = backends.iter().map(|b| b["tx_packets"].as_u64().unwrap()).sum();
-    let from_backends: u64 = backends.iter().map(|b| b["rx_packets"].as_u64().unwrap()).sum();
-    assert_eq!(counter(&stats, "/vips/0/packets"), to_backends, "VIP packets = packets to backends");
+    let to_backends: u64 = backends
+        .iter()
+        .map(|b| b["tx_packets"].as_u64().unwrap())
+        .sum();
+    let from_backends: u64 = backends
+        .iter()
+        .map(|b| b["rx_packets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        counter(&stats, "/vips/0/packets"),
+        to_backends,
+        "VIP packets = packets to backends"
+    );
     assert_eq!(counter(&stats, "/vips/0/reply_packets"), from_backends);
     // Port counters: everything received is forwarded, answered or dropped
     // for a counted reason, and no drop is for a malformed packet.
@@ -163,7 +162,13 @@ fn run_mode(mode: &str) {
         let drops: Vec<(String, u64)> = port_drops(&stats, i);
         for (reason, n) in &drops {
             assert!(
-                matches!(reason.as_str(), "arp_reply_consumed" | "arp_not_for_us" | "client_unresolved" | "ipv4_multicast"),
+                matches!(
+                    reason.as_str(),
+                    "arp_reply_consumed"
+                        | "arp_not_for_us"
+                        | "client_unresolved"
+                        | "ipv4_multicast"
+                ),
                 "{mode}: unexpected drops on port {i}: {n} x {reason}"
             );
         }
@@ -182,7 +187,12 @@ fn run_mode(mode: &str) {
     for b in vips["vips"][0]["backends"].as_array().unwrap() {
         assert_eq!(b["state"], "up", "backend MAC learned by ARP: {b}");
     }
-    assert_eq!(sluiced.stop().unwrap(), 0, "clean shutdown:\n{}", sluiced.log_text());
+    assert_eq!(
+        sluiced.stop().unwrap(),
+        0,
+        "clean shutdown:\n{}",
+        sluiced.log_text()
+    );
     drop(servers);
     drop(topo);
     assert!(

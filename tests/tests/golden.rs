@@ -26,19 +26,9 @@ fn backend_mac(last: u8) -> [u8; 6] {
 
 fn config(dir: &Path, prefix: &str) -> String {
     let d = dir.display();
+    let head = eal_and_control(prefix, &dir.join("sluiced.sock"));
     format!(
-        r#"
-[eal]
-main_core = 0
-worker_cores = [1]
-memory_mb = 256
-hugepages = false
-file_prefix = "{prefix}"
-extra_args = ["--no-pci", "--no-shconf", "--log-level=lib.eal:error"]
-
-[control]
-socket = "{d}/sluiced.sock"
-
+        r#"{head}
 [flows]
 capacity_per_worker = 65536
 
@@ -112,14 +102,20 @@ mac = "02:00:00:00:02:22"
 #[derive(Debug, Clone, PartialEq)]
 enum Expect {
     /// NAT to the backend Maglev picks for (vip index, client, port, proto).
-    Nat { vip: u32 },
+    Nat {
+        vip: u32,
+    },
     /// Direct routing: only MACs change.
-    Dr { vip: u32 },
+    Dr {
+        vip: u32,
+    },
     /// Answered back out the client port.
     ArpReply,
     EchoReply,
     /// A backend's reply translated back to the VIP.
-    NatReply { vip_port: u16 },
+    NatReply {
+        vip_port: u16,
+    },
     Drop(&'static str),
 }
 
@@ -128,7 +124,15 @@ struct Input {
     expect: Expect,
 }
 
-fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, ttl: u8, flags: &str, payload: &[u8]) -> Vec<u8> {
+fn tcp(
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    ttl: u8,
+    flags: &str,
+    payload: &[u8],
+) -> Vec<u8> {
     let b = PacketBuilder::ethernet2(GATEWAY_MAC, CLIENT_PORT_MAC).ipv4(src, dst, ttl);
     let mut b = b.tcp(sport, dport, 1000, 64240);
     if flags.contains('S') {
@@ -151,7 +155,15 @@ fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, ttl: u8, flags: &str,
     out
 }
 
-fn udp(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+fn udp(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::new();
     PacketBuilder::ethernet2(src_mac, dst_mac)
         .ipv4(src, dst, 64)
@@ -196,17 +208,36 @@ fn client_inputs() -> Vec<Input> {
     push(ping, Expect::EchoReply);
     // A whole TCP connection: handshake, data, FIN.
     let c = [198, 19, 0, 10];
-    for (flags, data) in [("S", &b""[..]), ("A", b""), ("AP", b"GET / HTTP/1.0\r\n\r\n"), ("AF", b"")] {
-        push(tcp(c, 40000, VIP, 80, 64, flags, data), Expect::Nat { vip: 0 });
+    for (flags, data) in [
+        ("S", &b""[..]),
+        ("A", b""),
+        ("AP", b"GET / HTTP/1.0\r\n\r\n"),
+        ("AF", b""),
+    ] {
+        push(
+            tcp(c, 40000, VIP, 80, 64, flags, data),
+            Expect::Nat { vip: 0 },
+        );
     }
     // Many new connections: each to its Maglev backend.
     for i in 0..60u16 {
         let src = [198, 19, 1 + (i % 7) as u8, (i * 13 % 250) as u8 + 1];
-        push(tcp(src, 20000 + i * 17, VIP, 80, 64, "S", b""), Expect::Nat { vip: 0 });
+        push(
+            tcp(src, 20000 + i * 17, VIP, 80, 64, "S", b""),
+            Expect::Nat { vip: 0 },
+        );
     }
     // UDP to the NAT DNS service.
     push(
-        udp(GATEWAY_MAC, CLIENT_PORT_MAC, [198, 19, 0, 20], 5000, VIP, 53, b"dns-query"),
+        udp(
+            GATEWAY_MAC,
+            CLIENT_PORT_MAC,
+            [198, 19, 0, 20],
+            5000,
+            VIP,
+            53,
+            b"dns-query",
+        ),
         Expect::Nat { vip: 1 },
     );
     // VLAN-tagged SYN: forwarded with its tag.
@@ -221,13 +252,33 @@ fn client_inputs() -> Vec<Input> {
     push(tagged, Expect::Nat { vip: 0 });
     // Direct routing.
     for i in 0..6u16 {
-        push(tcp([198, 19, 2, i as u8 + 1], 30000 + i, DR_VIP, 80, 64, "S", b"x"), Expect::Dr { vip: 2 });
+        push(
+            tcp(
+                [198, 19, 2, i as u8 + 1],
+                30000 + i,
+                DR_VIP,
+                80,
+                64,
+                "S",
+                b"x",
+            ),
+            Expect::Dr { vip: 2 },
+        );
     }
     // Traffic for no VIP, and for a VIP address on a port without service.
-    push(tcp([198, 19, 0, 40], 40001, [198, 18, 100, 9], 80, 64, "S", b""), Expect::Drop("unknown_destination"));
-    push(tcp([198, 19, 0, 41], 40002, VIP, 8080, 64, "S", b""), Expect::Drop("no_service"));
+    push(
+        tcp([198, 19, 0, 40], 40001, [198, 18, 100, 9], 80, 64, "S", b""),
+        Expect::Drop("unknown_destination"),
+    );
+    push(
+        tcp([198, 19, 0, 41], 40002, VIP, 8080, 64, "S", b""),
+        Expect::Drop("no_service"),
+    );
     // TTL would expire when forwarding (NAT).
-    push(tcp([198, 19, 0, 42], 40003, VIP, 80, 1, "S", b""), Expect::Drop("ttl_expired"));
+    push(
+        tcp([198, 19, 0, 42], 40003, VIP, 80, 1, "S", b""),
+        Expect::Drop("ttl_expired"),
+    );
     // Truncated and malformed frames.
     push(vec![0x02; 10], Expect::Drop("runt_frame"));
     let good = tcp([198, 19, 0, 43], 40004, VIP, 80, 64, "S", b"");
@@ -258,7 +309,11 @@ fn client_inputs() -> Vec<Input> {
     // IPv6 (ICMPv6 echo): parsed and counted, not forwarded yet.
     let mut v6 = Vec::new();
     PacketBuilder::ethernet2(GATEWAY_MAC, CLIENT_PORT_MAC)
-        .ipv6([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], 64)
+        .ipv6(
+            [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            64,
+        )
         .icmpv6_echo_request(1, 1)
         .write(&mut v6, b"six")
         .unwrap();
@@ -271,7 +326,10 @@ fn client_inputs() -> Vec<Input> {
     foreign[0..6].copy_from_slice(&[0x02, 9, 9, 9, 9, 9]);
     push(foreign, Expect::Drop("foreign_mac"));
     // ARP for somebody else.
-    push(arp_request(GATEWAY_MAC, GATEWAY, [198, 18, 1, 77], 1), Expect::Drop("arp_not_for_us"));
+    push(
+        arp_request(GATEWAY_MAC, GATEWAY, [198, 18, 1, 77], 1),
+        Expect::Drop("arp_not_for_us"),
+    );
     v
 }
 
@@ -294,12 +352,28 @@ fn backend_inputs() -> Vec<Input> {
         });
     }
     v.push(Input {
-        frame: udp(backend_mac(12), BACKEND_PORT_MAC, [198, 18, 2, 12], 5353, [198, 19, 0, 20], 5000, b"dns-answer"),
+        frame: udp(
+            backend_mac(12),
+            BACKEND_PORT_MAC,
+            [198, 18, 2, 12],
+            5353,
+            [198, 19, 0, 20],
+            5000,
+            b"dns-answer",
+        ),
         expect: Expect::NatReply { vip_port: 53 },
     });
     // A reply from an address that is no NAT backend.
     v.push(Input {
-        frame: udp(backend_mac(99), BACKEND_PORT_MAC, [198, 18, 2, 99], 5353, [198, 19, 0, 20], 5000, b"stray"),
+        frame: udp(
+            backend_mac(99),
+            BACKEND_PORT_MAC,
+            [198, 18, 2, 99],
+            5353,
+            [198, 19, 0, 20],
+            5000,
+            b"stray",
+        ),
         expect: Expect::Drop("unknown_destination"),
     });
     // ARP reply from a backend: learned and consumed.
@@ -332,12 +406,17 @@ fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
 
 /// IPv4 and L4 checksums of a frame, recomputed independently (etherparse).
 fn assert_checksums_valid(frame: &[u8], what: &str) {
-    let s = SlicedPacket::from_ethernet(frame).unwrap_or_else(|e| panic!("{what}: unparsable output: {e:?}"));
+    let s = SlicedPacket::from_ethernet(frame)
+        .unwrap_or_else(|e| panic!("{what}: unparsable output: {e:?}"));
     let Some(etherparse::NetSlice::Ipv4(ip)) = &s.net else {
         panic!("{what}: not IPv4")
     };
     let h = ip.header().to_header();
-    assert_eq!(h.header_checksum, h.calc_header_checksum(), "{what}: IPv4 header checksum");
+    assert_eq!(
+        h.header_checksum,
+        h.calc_header_checksum(),
+        "{what}: IPv4 header checksum"
+    );
     match &s.transport {
         Some(TransportSlice::Tcp(t)) => {
             let want = t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap();
@@ -379,8 +458,12 @@ fn l34(frame: &[u8]) -> L34 {
     };
     let h: Ipv4Header = ip.header().to_header();
     let (sport, dport, payload) = match &s.transport {
-        Some(TransportSlice::Tcp(t)) => (t.source_port(), t.destination_port(), t.payload().to_vec()),
-        Some(TransportSlice::Udp(u)) => (u.source_port(), u.destination_port(), u.payload().to_vec()),
+        Some(TransportSlice::Tcp(t)) => {
+            (t.source_port(), t.destination_port(), t.payload().to_vec())
+        }
+        Some(TransportSlice::Udp(u)) => {
+            (u.source_port(), u.destination_port(), u.payload().to_vec())
+        }
         _ => (0, 0, Vec::new()),
     };
     L34 {
@@ -413,30 +496,55 @@ fn golden_pcap_nat_dr_arp_icmp_and_drops() {
 
     // The expected backend of every flow comes from the same pure code the
     // daemon runs, built from the same configuration.
-    let cfg = firmware_config::parse_with(&cfg_text, "sluice.toml", &firmware_config::Environment { cpus: 2 })
-        .expect("test config is valid");
+    let cfg = firmware_config::parse_with(
+        &cfg_text,
+        "sluice.toml",
+        &firmware_config::Environment { cpus: 2 },
+    )
+    .expect("test config is valid");
     let mut app = Appliance::new(cfg, vec![CLIENT_PORT_MAC, BACKEND_PORT_MAC]);
     let tables = app.build_tables();
 
-    let mut sluiced = Sluiced::start(&dir.path("sluice.toml"), &dir.path("sluiced.sock"), &dir.path("sluiced.log"), None)
-        .expect("sluiced starts");
+    let mut sluiced = Sluiced::start(
+        &dir.path("sluice.toml"),
+        &dir.path("sluiced.sock"),
+        &dir.path("sluiced.log"),
+        None,
+    )
+    .expect("sluiced starts");
     let (nc, nb) = (client_in.len() as u64, backend_in.len() as u64);
     let mut stats = serde_json::Value::Null;
     let done = wait_until(Duration::from_secs(20), || {
         stats = sluiced.stats().unwrap_or_default();
         counter(&stats, "/ports/0/rx_packets") == nc && counter(&stats, "/ports/1/rx_packets") == nb
     });
-    assert!(done, "sluiced did not consume the captures: {stats:#}\n{}", sluiced.log_text());
+    assert!(
+        done,
+        "sluiced did not consume the captures: {stats:#}\n{}",
+        sluiced.log_text()
+    );
     let vips = ctl(&sluiced.socket, &["vip", "list", "--json"]).unwrap();
     let status = ctl(&sluiced.socket, &["status", "--json"]).unwrap();
-    assert_eq!(sluiced.stop().unwrap(), 0, "clean exit on SIGTERM:\n{}", sluiced.log_text());
-    assert!(!dir.path("sluiced.sock").exists(), "control socket removed at exit");
+    assert_eq!(
+        sluiced.stop().unwrap(),
+        0,
+        "clean exit on SIGTERM:\n{}",
+        sluiced.log_text()
+    );
+    assert!(
+        !dir.path("sluiced.sock").exists(),
+        "control socket removed at exit"
+    );
 
     // ---- counters over the control socket
     assert_eq!(status["ports"][0]["mac"], "02:00:00:00:01:fe");
     assert_eq!(vips["vips"].as_array().unwrap().len(), 3);
     for p in 0..2 {
-        assert_eq!(counter(&stats, &format!("/ports/{p}/nic/rx_nombuf")), 0, "no mbuf shortage");
+        assert_eq!(
+            counter(&stats, &format!("/ports/{p}/nic/rx_nombuf")),
+            0,
+            "no mbuf shortage"
+        );
     }
     let mut want_drops: [BTreeMap<String, u64>; 2] = Default::default();
     for (port, inputs) in [(0, &client_in), (1, &backend_in)] {
@@ -461,7 +569,11 @@ fn golden_pcap_nat_dr_arp_icmp_and_drops() {
         .iter()
         .filter(|i| matches!(i.expect, Expect::Nat { .. } | Expect::Dr { .. }))
         .collect();
-    assert_eq!(out_backend.len(), to_backend.len(), "frames forwarded to backends");
+    assert_eq!(
+        out_backend.len(),
+        to_backend.len(),
+        "frames forwarded to backends"
+    );
     let mut per_backend: HashMap<u32, u64> = HashMap::new();
     let mut flow_backend: HashMap<(Ipv4Addr, u16), Ipv4Addr> = HashMap::new();
     for (k, (inp, out)) in to_backend.iter().zip(&out_backend).enumerate() {
@@ -479,11 +591,21 @@ fn golden_pcap_nat_dr_arp_icmp_and_drops() {
             client_port: a.sport,
             proto,
         };
-        let id = tables.vips[vip as usize].select(key.hash()).expect("a backend");
+        let id = tables.vips[vip as usize]
+            .select(key.hash())
+            .expect("a backend");
         let be = tables.backend(id).unwrap();
         *per_backend.entry(id).or_default() += 1;
-        assert_eq!(&out[0..6], &be.next_hop_mac.unwrap(), "{what}: dst MAC = chosen backend");
-        assert_eq!(&out[6..12], &BACKEND_PORT_MAC, "{what}: src MAC = backend port");
+        assert_eq!(
+            &out[0..6],
+            &be.next_hop_mac.unwrap(),
+            "{what}: dst MAC = chosen backend"
+        );
+        assert_eq!(
+            &out[6..12],
+            &BACKEND_PORT_MAC,
+            "{what}: src MAC = backend port"
+        );
         assert_eq!(b.src, a.src, "{what}: client address kept");
         assert_eq!(b.sport, a.sport, "{what}: client port kept");
         assert_eq!(b.payload, a.payload, "{what}: payload untouched");
@@ -495,7 +617,11 @@ fn golden_pcap_nat_dr_arp_icmp_and_drops() {
                 assert_eq!(b.ttl, a.ttl - 1, "{what}: TTL decremented");
             }
             _ => {
-                assert_eq!(&out[12..], &inp.frame[12..], "{what}: DR leaves IP and L4 bytes alone");
+                assert_eq!(
+                    &out[12..],
+                    &inp.frame[12..],
+                    "{what}: DR leaves IP and L4 bytes alone"
+                );
             }
         }
         assert_checksums_valid(out, &what);
@@ -504,7 +630,11 @@ fn golden_pcap_nat_dr_arp_icmp_and_drops() {
     }
     // Every NAT backend of "web" got some of the 60+ connections.
     for id in &tables.vips[0].backend_ids {
-        assert!(per_backend.get(id).copied().unwrap_or(0) > 5, "backend {id} got {:?}", per_backend.get(id));
+        assert!(
+            per_backend.get(id).copied().unwrap_or(0) > 5,
+            "backend {id} got {:?}",
+            per_backend.get(id)
+        );
     }
     for b in stats["backends"].as_array().unwrap() {
         let id = b["id"].as_u64().unwrap() as u32;
@@ -514,23 +644,40 @@ fn golden_pcap_nat_dr_arp_icmp_and_drops() {
             "backend {id} tx_packets counter agrees with the capture"
         );
     }
-    assert_eq!(counter(&stats, "/vips/0/new_flows"), 1 + 60 + 1, "web: connection + 60 SYNs + tagged");
+    assert_eq!(
+        counter(&stats, "/vips/0/new_flows"),
+        1 + 60 + 1,
+        "web: connection + 60 SYNs + tagged"
+    );
     assert_eq!(counter(&stats, "/vips/1/new_flows"), 1);
     assert_eq!(counter(&stats, "/vips/2/new_flows"), 6);
-    assert_eq!(counter(&stats, "/flows/closed"), 1, "the FIN closed one flow");
+    assert_eq!(
+        counter(&stats, "/flows/closed"),
+        1,
+        "the FIN closed one flow"
+    );
 
     // ---- client side: ARP reply, echo reply, NAT replies (any order)
     let out_client = read_pcap(&dir.path("out_client.pcap"));
     let want_client = client_in
         .iter()
         .chain(&backend_in)
-        .filter(|i| matches!(i.expect, Expect::ArpReply | Expect::EchoReply | Expect::NatReply { .. }))
+        .filter(|i| {
+            matches!(
+                i.expect,
+                Expect::ArpReply | Expect::EchoReply | Expect::NatReply { .. }
+            )
+        })
         .count();
     assert_eq!(out_client.len(), want_client, "frames sent toward clients");
     let (mut arp, mut echo, mut nat) = (0, 0, 0);
     for (k, out) in out_client.iter().enumerate() {
         let what = format!("client frame {k}");
-        assert_eq!(&out[6..12], &CLIENT_PORT_MAC, "{what}: src MAC = client port");
+        assert_eq!(
+            &out[6..12],
+            &CLIENT_PORT_MAC,
+            "{what}: src MAC = client port"
+        );
         assert_eq!(&out[0..6], &GATEWAY_MAC, "{what}: to the gateway");
         if out[12..14] == [0x08, 0x06] {
             arp += 1;
@@ -548,10 +695,16 @@ fn golden_pcap_nat_dr_arp_icmp_and_drops() {
             echo += 1;
             assert_eq!(p.dst, Ipv4Addr::new(198, 19, 0, 5));
             assert_eq!(out[34], 0, "{what}: echo reply type");
-            assert!(out.ends_with(b"sluice-ping-payload"), "{what}: payload echoed");
+            assert!(
+                out.ends_with(b"sluice-ping-payload"),
+                "{what}: payload echoed"
+            );
         } else {
             nat += 1;
-            assert!(p.sport == 80 || p.sport == 53, "{what}: source port = VIP port");
+            assert!(
+                p.sport == 80 || p.sport == 53,
+                "{what}: source port = VIP port"
+            );
             assert_eq!(p.ttl, 63, "{what}: TTL decremented");
         }
     }

@@ -123,7 +123,6 @@ impl Mbuf {
             }
         }
     }
-
 }
 
 impl AsMut<[u8]> for Mbuf {
@@ -269,7 +268,6 @@ impl Burst {
             drop(m);
         }
     }
-
 }
 
 impl Drop for Burst {

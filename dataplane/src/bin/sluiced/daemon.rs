@@ -8,7 +8,7 @@ use dataplane::appliance::{arp_request, mac_string, Appliance};
 use dataplane::control::{ControlSocket, Handler};
 use dataplane::counters::WorkerCounters;
 use dataplane::events::{EventRing, HintRing, NeighbourHint};
-use dataplane::pipeline::{timeouts_in_ticks, Worker};
+use dataplane::pipeline::{timeouts_ms, Worker};
 use dataplane::tables::Tables;
 use dpdk::{Eal, Mbuf, Mempool, Port, PortConf};
 use firmware_config::control::{Command, NicStats, PortStatus, StatusReply, WorkerStatus};
@@ -254,14 +254,13 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<()> {
 
     let mut app = Appliance::new(cfg.clone(), macs.clone());
     let tables = Arc::new(ArcSwap::from_pointee(app.build_tables()));
-    let hz = dpdk::tsc_hz();
+    let clock = crate::worker::FlowClock::new(dpdk::rdtsc(), dpdk::tsc_hz());
     let f = &cfg.flows;
-    let timeouts = timeouts_in_ticks(
+    let timeouts = timeouts_ms(
         f.syn_timeout_s,
         f.established_timeout_s,
         f.closing_timeout_s,
         f.udp_timeout_s,
-        hz,
     );
     let slow_tx: Vec<Arc<ArrayQueue<Mbuf>>> = (0..ports.len())
         .map(|_| Arc::new(ArrayQueue::new(SLOW_TX_RING)))
@@ -286,6 +285,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<()> {
             tx: ports.iter().map(|(p, _)| p.tx_queue(w)).collect(),
             tables: Arc::clone(&tables),
             running: Arc::clone(&running),
+            clock,
             slow_tx: if w == 0 { slow_tx.clone() } else { Vec::new() },
         });
     }

@@ -11,6 +11,29 @@ use std::sync::Arc;
 /// Flow-table slots examined for expiry per idle/busy iteration.
 const EXPIRE_BUDGET: usize = 64;
 
+/// The flow clock: milliseconds since start from the TSC, as a wrapping
+/// 32-bit value (the flow table's time unit).
+#[derive(Clone, Copy)]
+pub struct FlowClock {
+    start: u64,
+    /// 2^32 × 1000 / TSC Hz: ms = (ticks × mult) >> 32, no division.
+    mult: u128,
+}
+
+impl FlowClock {
+    pub fn new(start: u64, hz: u64) -> FlowClock {
+        FlowClock {
+            start,
+            mult: (1000u128 << 32) / u128::from(hz.max(1)),
+        }
+    }
+
+    #[inline]
+    pub fn now_ms(&self, tsc: u64) -> u32 {
+        ((u128::from(tsc.wrapping_sub(self.start)) * self.mult) >> 32) as u32
+    }
+}
+
 /// Everything one worker lcore owns.
 pub struct WorkerCtx {
     pub worker: Worker,
@@ -18,6 +41,7 @@ pub struct WorkerCtx {
     pub tx: Vec<TxQueue>,
     pub tables: Arc<ArcSwap<Tables>>,
     pub running: Arc<AtomicBool>,
+    pub clock: FlowClock,
     /// Frames from the management thread (ARP requests) to send, one ring
     /// per port; only worker 0 gets them.
     pub slow_tx: Vec<Arc<crossbeam_queue::ArrayQueue<Mbuf>>>,
@@ -31,7 +55,7 @@ impl WorkerCtx {
         let mut tx: Vec<Burst> = (0..n_ports).map(|_| Burst::new()).collect();
         let mut actions = [Action::Drop(DropReason::RuntFrame); BURST_MAX];
         while self.running.load(Ordering::Relaxed) {
-            let now = dpdk::rdtsc();
+            let now = self.clock.now_ms(dpdk::rdtsc());
             let tables = self.tables.load();
             let mut busy = false;
             for p in 0..n_ports {
