@@ -2,7 +2,7 @@
 # missing (scripts/deps.sh), build, and run.
 
 CARGO ?= cargo
-RELEASE_BIN := target/release
+RELEASE_BIN := $(CURDIR)/target/release
 
 .PHONY: all deps build demo test test-unit test-system lint bench clean
 
