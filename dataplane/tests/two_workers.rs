@@ -59,7 +59,9 @@ fn worker(id: u16) -> Worker {
 
 #[test]
 fn replies_are_translated_by_a_worker_that_never_saw_the_flow() {
-    let cfg = firmware_config::parse_with(CONFIG, "t.toml", &firmware_config::Environment { cpus: 2 }).unwrap();
+    let cfg =
+        firmware_config::parse_with(CONFIG, "t.toml", &firmware_config::Environment { cpus: 2 })
+            .unwrap();
     let mut app = Appliance::new(cfg, vec![CLIENT_MAC, BACKEND_MAC]);
     let tables = app.build_tables();
     let (mut a, mut b) = (worker(0), worker(1));
@@ -76,7 +78,9 @@ fn replies_are_translated_by_a_worker_that_never_saw_the_flow() {
             .unwrap();
         assert_eq!(a.process(&mut syn, 0, 1, &tables), Action::Forward(1));
         let s = SlicedPacket::from_ethernet(&syn).unwrap();
-        let Some(etherparse::NetSlice::Ipv4(ip)) = &s.net else { panic!() };
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &s.net else {
+            panic!()
+        };
         let backend = ip.header().destination();
         // Worker B gets the SYN-ACK.
         let mut reply = Vec::new();
@@ -87,15 +91,30 @@ fn replies_are_translated_by_a_worker_that_never_saw_the_flow() {
             .ack(2)
             .write(&mut reply, b"")
             .unwrap();
-        assert_eq!(b.process(&mut reply, 1, 1, &tables), Action::Forward(0), "flow {i}");
+        assert_eq!(
+            b.process(&mut reply, 1, 1, &tables),
+            Action::Forward(0),
+            "flow {i}"
+        );
         let s = SlicedPacket::from_ethernet(&reply).unwrap();
-        let Some(etherparse::NetSlice::Ipv4(ip)) = &s.net else { panic!() };
-        assert_eq!(ip.header().source(), [198, 18, 100, 1], "the VIP is the source");
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &s.net else {
+            panic!()
+        };
+        assert_eq!(
+            ip.header().source(),
+            [198, 18, 100, 1],
+            "the VIP is the source"
+        );
         assert_eq!(ip.header().destination(), client);
-        let Some(TransportSlice::Tcp(t)) = &s.transport else { panic!() };
+        let Some(TransportSlice::Tcp(t)) = &s.transport else {
+            panic!()
+        };
         assert_eq!((t.source_port(), t.destination_port()), (80, sport));
         let h = ip.header().to_header();
-        assert_eq!(t.checksum(), t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap());
+        assert_eq!(
+            t.checksum(),
+            t.to_header().calc_checksum_ipv4(&h, t.payload()).unwrap()
+        );
         assert_eq!(&reply[0..6], &GW_MAC);
     }
     assert_eq!(a.flows().len(), 50);

@@ -20,11 +20,15 @@ pub fn repo_root() -> PathBuf {
 /// Where `sluiced` and `sluicectl` are: `$SLUICE_BIN_DIR`, else the cargo
 /// profile directory this test binary was built into.
 pub fn bin_dir() -> PathBuf {
-        if let Some(d) = std::env::var_os("SLUICE_BIN_DIR") {
+    if let Some(d) = std::env::var_os("SLUICE_BIN_DIR") {
         // Test binaries run in their package directory: a relative path is
         // taken from the repository root, where it was most likely meant.
         let d = PathBuf::from(d);
-        return if d.is_absolute() { d } else { repo_root().join(d) };
+        return if d.is_absolute() {
+            d
+        } else {
+            repo_root().join(d)
+        };
     }
     let exe = std::env::current_exe().expect("current_exe");
     // target/<profile>/deps/<test-binary>
