@@ -1,6 +1,7 @@
 # Sluice: see README.md. `make demo` and `make test` install what is
 # missing (scripts/deps.sh), build, and run.
 
+SHELL := /bin/bash
 CARGO ?= cargo
 RELEASE_BIN := $(CURDIR)/target/release
 
@@ -21,7 +22,8 @@ demo: build
 # and end-to-end namespace tests against the release binaries.
 test: deps lint
 	$(CARGO) build --release --workspace --bins
-	SLUICE_BIN_DIR=$(RELEASE_BIN) $(CARGO) test --release --workspace
+	set -o pipefail; SLUICE_BIN_DIR=$(RELEASE_BIN) $(CARGO) test --release --workspace 2>&1 | tee target/test.log
+	@scripts/test-summary.sh target/test.log
 
 test-unit: deps
 	$(CARGO) test --release --workspace --exclude sluice-tests

@@ -17,7 +17,11 @@ use table::{human_bytes, Table};
 
 /// Control the Sluice load-balancing dataplane.
 #[derive(Parser, Debug)]
-#[command(name = "sluicectl", version, about)]
+#[command(
+    name = "sluicectl",
+    version,
+    about = "Control the Sluice load-balancing dataplane over its control socket"
+)]
 struct Cli {
     /// sluiced's control socket (default: $SLUICE_SOCKET, else /run/sluice/sluiced.sock).
     #[arg(long, global = true)]

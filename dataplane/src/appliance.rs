@@ -4,6 +4,7 @@
 //! replies. Free of DPDK: the daemon feeds it port facts and NIC counters.
 
 use crate::counters::{DropReason, WorkerCounters, MAX_BACKENDS, MAX_PORTS, MAX_VIPS};
+use crate::neighbours::NeighbourCache;
 use crate::tables::{
     BackendInfo, ForwardMode, PortInfo, Tables, VipInfo, VipSpec, PROTO_TCP, PROTO_UDP,
 };
@@ -38,6 +39,7 @@ pub struct Appliance {
     ids: IdMap,
     vips: Vec<Arc<VipInfo>>,
     generation: u64,
+    cache: Arc<NeighbourCache>,
 }
 
 /// Stable ids. A VIP keeps its id while its (address, port, protocol) stays
@@ -176,6 +178,7 @@ impl Appliance {
             ids: IdMap::default(),
             vips: Vec::new(),
             generation: 0,
+            cache: Arc::default(),
         };
         // A validated config within `check_limits` always fits the id space.
         a.reconfigure(config)
@@ -329,6 +332,7 @@ impl Appliance {
             self.vips.clone(),
             self.backend_infos(&self.assigned()),
             &neigh,
+            Arc::clone(&self.cache),
         )
     }
 

@@ -4,6 +4,7 @@
 pub mod checksum;
 pub mod flow;
 pub mod maglev;
+pub mod neighbours;
 pub mod wire;
 
 pub mod appliance;

@@ -212,6 +212,11 @@ impl Worker {
         let sender_ip = u32::from(arp.sender_proto_addr());
         let sender_mac = arp.sender_hw_addr();
         if sender_ip != 0 && port.on_link(sender_ip) && sender_mac[0] & 1 == 0 {
+            // Usable by every worker at once; the management thread makes it
+            // part of the next tables.
+            if t.neighbour(in_port, sender_ip) != Some(sender_mac) {
+                t.cache.learn(in_port, sender_ip, sender_mac);
+            }
             self.hint(NeighbourHint::Learned {
                 port: in_port,
                 ip: sender_ip,

@@ -3,6 +3,7 @@
 //! and swapped in whole. Workers load it once per burst.
 
 use crate::maglev::{MaglevBackend, MaglevTable};
+use crate::neighbours::NeighbourCache;
 use std::sync::Arc;
 
 pub const PROTO_TCP: u8 = 6;
@@ -228,6 +229,9 @@ pub struct Tables {
     /// neighbour_key(port, ip) → index into `neighbour_macs`.
     neighbours: FixedMap,
     neighbour_macs: Vec<[u8; 6]>,
+    /// Shared by every snapshot: neighbours the workers learned since the
+    /// management thread last published tables.
+    pub cache: Arc<NeighbourCache>,
 }
 
 impl Tables {
@@ -238,6 +242,7 @@ impl Tables {
         vips: Vec<Arc<VipInfo>>,
         backends: Vec<Option<BackendInfo>>,
         neighbours: &[(u16, u32, [u8; 6])],
+        cache: Arc<NeighbourCache>,
     ) -> Tables {
         let max_id = vips.iter().map(|v| v.index as usize + 1).max().unwrap_or(0);
         let mut vip_pos = vec![u32::MAX; max_id];
@@ -281,6 +286,7 @@ impl Tables {
             vips,
             vip_pos,
             backends,
+            cache,
         }
     }
 
@@ -329,6 +335,7 @@ impl Tables {
         self.neighbours
             .get(neighbour_key(port, ip))
             .and_then(|i| self.neighbour_macs.get(i as usize).copied())
+            .or_else(|| self.cache.get(port, ip))
     }
 
     /// How to reach a client: the first client-facing port with the client
@@ -386,6 +393,7 @@ mod tests {
             vec![],
             vec![],
             &[],
+            Arc::default(),
         );
         let c = u32::from_be_bytes([198, 18, 1, 7]);
         assert_eq!(t.client_route(c), Some((1, c)));

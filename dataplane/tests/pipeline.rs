@@ -1919,6 +1919,7 @@ fn flows_of_a_dead_backend_are_rescheduled_and_no_backend_drops() {
             vips,
             backends,
             &[(CLIENT_PORT, ip(GATEWAY_IP), GATEWAY_MAC)],
+            std::sync::Arc::clone(&t.cache),
         )
     };
     r.tables = rebuilt(&r.tables, &|b| {

@@ -120,3 +120,48 @@ fn replies_are_translated_by_a_worker_that_never_saw_the_flow() {
     assert_eq!(a.flows().len(), 50);
     assert_eq!(b.flows().len(), 0, "worker B kept no state");
 }
+
+/// A client's ARP seen by worker A makes its MAC usable by worker B at
+/// once, before the management thread publishes new tables: the first
+/// reply to a brand-new on-link client is not lost.
+#[test]
+fn a_neighbour_learned_by_one_worker_serves_another_before_new_tables() {
+    let cfg =
+        firmware_config::parse_with(CONFIG, "t.toml", &firmware_config::Environment { cpus: 2 })
+            .unwrap();
+    let mut app = Appliance::new(cfg, vec![CLIENT_MAC, BACKEND_MAC]);
+    let tables = app.build_tables();
+    let (mut a, mut b) = (worker(0), worker(1));
+    let client = [198, 18, 1, 7];
+    let client_mac = [2, 0, 0, 0, 1, 7];
+    let reply = || {
+        let mut f = Vec::new();
+        PacketBuilder::ethernet2([2, 0, 0, 0, 2, 0x11], BACKEND_MAC)
+            .ipv4([198, 18, 2, 11], client, 64)
+            .tcp(8080, 40000, 9, 1000)
+            .syn()
+            .ack(2)
+            .write(&mut f, b"")
+            .unwrap();
+        f
+    };
+    let mut before = reply();
+    assert_eq!(
+        b.process(&mut before, 1, 1, &tables),
+        Action::Drop(dataplane::counters::DropReason::ClientUnresolved)
+    );
+    // The client ARPs for the dispatcher's address; worker A answers.
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&client_mac);
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&client_mac);
+    arp.extend_from_slice(&client);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&[198, 18, 1, 254]);
+    arp.resize(60, 0);
+    assert_eq!(a.process(&mut arp, 0, 1, &tables), Action::Forward(0));
+    // Same snapshot: nothing was rebuilt.
+    let mut after = reply();
+    assert_eq!(b.process(&mut after, 1, 2, &tables), Action::Forward(0));
+    assert_eq!(&after[0..6], &client_mac, "sent to the client's MAC");
+}

@@ -14,7 +14,11 @@ use std::process::ExitCode;
 
 /// Sluice layer-4 load-balancing dataplane (DPDK).
 #[derive(Parser, Debug)]
-#[command(name = "sluiced", version, about)]
+#[command(
+    name = "sluiced",
+    version,
+    about = "Sluice layer-4 load-balancing dataplane (DPDK): sluiced --config appliance.toml"
+)]
 struct Args {
     /// The appliance configuration (TOML); see docs/configuration.md.
     #[arg(long, short)]
