@@ -245,6 +245,7 @@ impl Worker {
         }
     }
 
+    #[inline]
     fn ipv4(
         &mut self,
         data: &mut [u8],
@@ -672,7 +673,7 @@ enum Rewrite {
 /// with a single fold. The caller has validated the IPv4 header (at `l3`)
 /// and the L4 header (at `l4`); the bounds are re-checked here without
 /// panicking.
-#[inline]
+#[inline(always)]
 fn nat_rewrite(
     data: &mut [u8],
     l3: usize,
