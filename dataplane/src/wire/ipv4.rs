@@ -200,12 +200,13 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 
     /// True if the header checksum is correct.
     #[inline]
-        pub fn verify_checksum(&self) -> bool {
+    pub fn verify_checksum(&self) -> bool {
         let h = self.header();
         // The common header without options: five 32-bit words, summed
         // without the general loop (this runs on every packet).
         if let Ok(w) = <&[u8; 20]>::try_from(h) {
-            let word = |i: usize| u64::from(u32::from_ne_bytes([w[i], w[i + 1], w[i + 2], w[i + 3]]));
+            let word =
+                |i: usize| u64::from(u32::from_ne_bytes([w[i], w[i + 1], w[i + 2], w[i + 3]]));
             let sum = word(0) + word(4) + word(8) + word(12) + word(16);
             return checksum::fold(sum) == 0xffff;
         }
