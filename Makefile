@@ -35,9 +35,10 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
-# Criterion benchmark of the per-packet pipeline (see docs/performance.md).
+# Criterion benchmarks: the per-packet pipeline and the flow table
+# (see docs/performance.md).
 bench: deps
-	$(CARGO) bench -p perf --bench pipeline
+	$(CARGO) bench -p perf
 
 clean:
 	$(CARGO) clean
