@@ -9,7 +9,8 @@ static INITIALISED: AtomicBool = AtomicBool::new(false);
 /// process (DPDK allows one `rte_eal_init`); dropping it calls
 /// `rte_eal_cleanup`, so drop ports and mempools first.
 pub struct Eal {
-    _private: (),
+    /// EAL's runtime directory (`/var/run/dpdk/<file-prefix>`).
+    runtime_dir: Option<std::path::PathBuf>,
 }
 
 impl Eal {
@@ -35,7 +36,18 @@ impl Eal {
             INITIALISED.store(false, Ordering::SeqCst);
             return Err(dpdk_error("rte_eal_init", crate::last_errno()));
         }
-        Ok(Eal { _private: () })
+        // SAFETY: valid after init; returns a static NUL-terminated path.
+        let runtime_dir = unsafe {
+            let p = dpdk_sys::rte_eal_get_runtime_dir();
+            (!p.is_null())
+                .then(|| std::path::PathBuf::from(CStr::from_ptr(p).to_string_lossy().into_owned()))
+        };
+        Ok(Eal { runtime_dir })
+    }
+
+    /// EAL's runtime directory (`/var/run/dpdk/<file-prefix>`).
+    pub fn runtime_dir(&self) -> Option<&std::path::Path> {
+        self.runtime_dir.as_deref()
     }
 
     /// The lcore id of the main lcore.
@@ -63,6 +75,15 @@ impl Drop for Eal {
         // for by the owner before dropping.
         unsafe {
             dpdk_sys::rte_eal_cleanup();
+        }
+        // Cleanup leaves the runtime directory behind, holding only this
+        // primary process's telemetry socket (unlinked at process exit,
+        // too late for the directory). Remove both; the directory only if
+        // it is then empty, so files of other processes sharing the prefix
+        // stay.
+        if let Some(d) = &self.runtime_dir {
+            let _ = std::fs::remove_file(d.join("dpdk_telemetry.v2"));
+            let _ = std::fs::remove_dir(d);
         }
     }
 }
