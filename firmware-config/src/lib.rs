@@ -24,6 +24,6 @@ pub use error::{ConfigError, ConfigErrors};
 pub use parse::{load, load_with, parse, parse_with};
 pub use schema::*;
 pub use validate::{
-    is_prime, validate, validate_with, Environment, MAX_FLOW_CAPACITY, MAX_TABLE_SIZE, MAX_WEIGHT,
-    MIN_EVENT_RING, MIN_FLOW_CAPACITY, MIN_MEMORY_MB, MIN_TABLE_SIZE,
+    is_prime, parse_lcore_map, validate, validate_with, Environment, MAX_FLOW_CAPACITY,
+    MAX_TABLE_SIZE, MAX_WEIGHT, MIN_EVENT_RING, MIN_FLOW_CAPACITY, MIN_MEMORY_MB, MIN_TABLE_SIZE,
 };

@@ -47,6 +47,12 @@ pub struct Eal {
     /// `--file-prefix`, so that several DPDK processes can run on one host.
     #[serde(default)]
     pub file_prefix: Option<String>,
+    /// Optional lcore-to-CPU map in DPDK's `--lcores` syntax, restricted to
+    /// `lcore@cpu` pairs: `"0@0,1@2,2@3"`. Lets lcore ids differ from CPU
+    /// ids (e.g. workers on chosen hyperthreads, or more lcores than CPUs on
+    /// a test box). Without it, lcore id = CPU id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lcores: Option<String>,
     /// Extra EAL arguments passed through verbatim (e.g. `--no-pci`).
     #[serde(default)]
     pub extra_args: Vec<String>,

@@ -138,9 +138,64 @@ fn table_prime_at_least(n: u32) -> u32 {
     p.min(MAX_TABLE_SIZE)
 }
 
+/// Parses `eal.lcores` (`"lcore@cpu,..."`) into (lcore, cpu) pairs.
+pub fn parse_lcore_map(s: &str) -> Result<Vec<(u32, u32)>, String> {
+    s.split(',')
+        .map(|entry| {
+            let (l, c) = entry
+                .trim()
+                .split_once('@')
+                .ok_or_else(|| format!("\"{entry}\" is not lcore@cpu"))?;
+            let num = |x: &str| {
+                x.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("\"{entry}\": {x:?} is not a number"))
+            };
+            Ok((num(l)?, num(c)?))
+        })
+        .collect()
+}
+
 fn check_eal(c: &mut Checker<'_>, cfg: &Config, env: &Environment) {
     let e = &cfg.eal;
     let cpus = env.cpus;
+    // With an explicit lcore map, lcores must be in the map and the map's
+    // CPUs must exist; without one, lcore id = CPU id.
+    let map = match e.lcores.as_deref().map(parse_lcore_map) {
+        None => None,
+        Some(Ok(m)) => {
+            let mut seen = HashSet::new();
+            for &(l, cpu) in &m {
+                if !seen.insert(l) {
+                    c.err(
+                        "eal.lcores",
+                        format!("lcore {l} is mapped twice"),
+                        "map each lcore once",
+                    );
+                }
+                if cpu as usize >= cpus {
+                    c.err(
+                        "eal.lcores",
+                        format!("CPU {cpu} (of lcore {l}) does not exist on this machine ({cpus} CPUs online)"),
+                        format!("use CPUs 0 to {}", cpus.saturating_sub(1)),
+                    );
+                }
+            }
+            Some(m)
+        }
+        Some(Err(why)) => {
+            c.err(
+                "eal.lcores",
+                why,
+                "write lcore@cpu pairs separated by commas, e.g. lcores = \"0@0,1@1,2@1\"",
+            );
+            None
+        }
+    };
+    let lcore_exists = |l: u32| match &map {
+        Some(m) => m.iter().any(|&(ml, _)| ml == l),
+        None => (l as usize) < cpus,
+    };
     let lcore_hint = if cpus > 1 {
         format!(
             "use an lcore id from 0 to {} (this machine has {cpus} CPUs)",
@@ -174,7 +229,13 @@ fn check_eal(c: &mut Checker<'_>, cfg: &Config, env: &Environment) {
                 "a worker needs an lcore of its own; pick another lcore or change eal.main_core",
             );
         }
-        if core as usize >= cpus {
+        if map.is_some() && !lcore_exists(core) {
+            c.err(
+                field,
+                format!("lcore {core} is not in eal.lcores"),
+                "map it to a CPU in eal.lcores, e.g. \"...,{core}@1\"",
+            );
+        } else if !lcore_exists(core) {
             c.err(
                 field,
                 format!("lcore {core} does not exist on this machine ({cpus} CPUs online)"),
@@ -182,7 +243,13 @@ fn check_eal(c: &mut Checker<'_>, cfg: &Config, env: &Environment) {
             );
         }
     }
-    if e.main_core as usize >= cpus {
+    if map.is_some() && !lcore_exists(e.main_core) {
+        c.err(
+            "eal.main_core",
+            format!("lcore {} is not in eal.lcores", e.main_core),
+            "map it to a CPU in eal.lcores",
+        );
+    } else if !lcore_exists(e.main_core) {
         c.err(
             "eal.main_core",
             format!(

@@ -1125,3 +1125,42 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn lcore_map_lets_lcores_differ_from_cpus() {
+    let two_workers = with(
+        "worker_cores = [1]\n",
+        "worker_cores = [1, 2]\nlcores = \"0@0,1@1,2@1\"\n",
+    );
+    let cfg = parse_with(&two_workers, FILE, &ENV2).unwrap();
+    assert_eq!(cfg.eal.lcores.as_deref(), Some("0@0,1@1,2@1"));
+    assert_eq!(parse_lcore_map("0@0, 2@1").unwrap(), vec![(0, 0), (2, 1)]);
+    // Without the map, lcore 2 does not exist on 2 CPUs.
+    let no_map = with("worker_cores = [1]\n", "worker_cores = [1, 2]\n");
+    expect_at(&no_map, "eal.worker_cores[1]", 3);
+    // A worker missing from the map, a CPU that does not exist, bad syntax.
+    let missing = with(
+        "worker_cores = [1]\n",
+        "worker_cores = [1, 3]\nlcores = \"0@0,1@1,2@1\"\n",
+    );
+    assert!(expect_at(&missing, "eal.worker_cores[1]", 3)
+        .problem
+        .contains("not in eal.lcores"));
+    let no_cpu = with(
+        "worker_cores = [1]\n",
+        "worker_cores = [1]\nlcores = \"0@0,1@7\"\n",
+    );
+    assert!(expect_at(&no_cpu, "eal.lcores", 4)
+        .problem
+        .contains("CPU 7"));
+    let bad = with(
+        "worker_cores = [1]\n",
+        "worker_cores = [1]\nlcores = \"0-1\"\n",
+    );
+    expect_at(&bad, "eal.lcores", 4);
+    let twice = with(
+        "worker_cores = [1]\n",
+        "worker_cores = [1]\nlcores = \"0@0,1@1,1@0\"\n",
+    );
+    assert!(expect_at(&twice, "eal.lcores", 4).problem.contains("twice"));
+}

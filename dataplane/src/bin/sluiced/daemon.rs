@@ -41,14 +41,22 @@ fn device_name(p: &firmware_config::Port) -> String {
 fn eal_args(cfg: &Config) -> Vec<String> {
     let mut lcores = vec![cfg.eal.main_core];
     lcores.extend(&cfg.eal.worker_cores);
+    let (lcore_flag, lcore_arg) = match &cfg.eal.lcores {
+        // An explicit lcore@cpu map (validated by the config).
+        Some(map) => ("--lcores", map.replace(' ', "")),
+        None => (
+            "-l",
+            lcores
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    };
     let mut a = vec![
         "sluiced".to_string(),
-        "-l".to_string(),
-        lcores
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
+        lcore_flag.to_string(),
+        lcore_arg,
         "--main-lcore".to_string(),
         cfg.eal.main_core.to_string(),
         "-m".to_string(),
