@@ -298,8 +298,11 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<()> {
         });
     }
     for (ctx, &lcore) in contexts.into_iter().zip(&cfg.eal.worker_cores) {
-        dpdk::launch_on_lcore(lcore, move || ctx.run())
-            .with_context(|| format!("launching the worker on lcore {lcore}"))?;
+        if let Err(e) = dpdk::launch_on_lcore(lcore, move || ctx.run()) {
+            // Stop the workers already running before EAL is torn down.
+            shutdown(&running, &cfg, &ports);
+            return Err(e).with_context(|| format!("launching the worker on lcore {lcore}"));
+        }
     }
 
     let shared = Arc::new(Shared {
