@@ -62,6 +62,16 @@ pub fn privileged() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// For a test that runs DPDK or builds namespaces: the guard that keeps
+/// such tests one at a time, or None (having said why) when not root.
+pub fn system_test() -> Option<MutexGuard<'static, ()>> {
+    if !privileged() {
+        eprintln!("skipped: needs root for DPDK and network namespaces");
+        return None;
+    }
+    Some(dpdk_exclusive())
+}
+
 /// A scratch directory removed on drop.
 pub struct Scratch(pub PathBuf);
 

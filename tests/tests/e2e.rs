@@ -33,11 +33,9 @@ fn config(id: &str, socket: &str, mode: &str, backend_port: u16, workers: usize)
 }
 
 fn run_mode(mode: &str, workers: usize) {
-    if !privileged() {
-        eprintln!("skipped: needs root for namespaces and DPDK");
+    let Some(_one_dpdk) = system_test() else {
         return;
-    }
-    let _one_dpdk = dpdk_exclusive();
+    };
     let id = format!("se{}{workers}{}", &mode[..1], std::process::id() % 10_000);
     let dir = Scratch::new(&format!("e2e-{mode}"));
     let topo = Topology::up(&id, mode).expect("topology");

@@ -480,11 +480,9 @@ fn l34(frame: &[u8]) -> L34 {
 
 #[test]
 fn golden_pcap_nat_dr_arp_icmp_and_drops() {
-    if !privileged() {
-        eprintln!("skipped: needs root for DPDK");
+    let Some(_one_dpdk) = system_test() else {
         return;
-    }
-    let _one_dpdk = dpdk_exclusive();
+    };
     let dir = Scratch::new("golden");
     let prefix = format!("slg{}", std::process::id());
     let cfg_text = config(&dir.0, &prefix);

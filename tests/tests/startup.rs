@@ -119,11 +119,9 @@ fn sluicectl_reports_an_absent_sluiced() {
 
 #[test]
 fn missing_port_stops_sluiced_at_start() {
-    if !privileged() {
-        eprintln!("skipped: needs root for DPDK");
+    let Some(_one) = system_test() else {
         return;
-    }
-    let _one = dpdk_exclusive();
+    };
     let dir = Scratch::new("startup-missing");
     let path = dir.path("missing.toml");
     std::fs::write(&path, base_config(&dir, "sluice-no-such-if0")).unwrap();
@@ -140,11 +138,9 @@ fn missing_port_stops_sluiced_at_start() {
 
 #[test]
 fn sigterm_stops_cleanly() {
-    if !privileged() {
-        eprintln!("skipped: needs root for DPDK");
+    let Some(_one) = system_test() else {
         return;
-    }
-    let _one = dpdk_exclusive();
+    };
     let dir = Scratch::new("startup-sigterm");
     let path = dir.path("ok.toml");
     std::fs::write(&path, base_config(&dir, "lo")).unwrap();
