@@ -622,11 +622,25 @@ impl Worker {
         self.counters.ports[port as usize].arp_requests_sent.add(n);
     }
 
+    /// Counts packets received on `port` and dropped before the pipeline
+    /// saw them (e.g. multi-segment mbufs), so that received = forwarded +
+    /// dropped still holds.
+    #[inline]
+    pub fn count_rx_dropped(&self, port: u16, reason: DropReason, packets: u64, bytes: u64) {
+        if let Some(pc) = self.counters.ports.get(port as usize) {
+            pc.rx_packets.add(packets);
+            pc.rx_bytes.add(bytes);
+            pc.drops[reason as usize].add(packets);
+        }
+    }
+
     /// Counts packets dropped on `port` outside the pipeline (TX queue full,
     /// multi-segment mbufs).
     #[inline]
     pub fn count_drop(&self, port: u16, reason: DropReason, n: u64) {
-        self.counters.ports[port as usize].drops[reason as usize].add(n);
+        if let Some(pc) = self.counters.ports.get(port as usize) {
+            pc.drops[reason as usize].add(n);
+        }
     }
 }
 

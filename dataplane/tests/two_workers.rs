@@ -165,3 +165,18 @@ fn a_neighbour_learned_by_one_worker_serves_another_before_new_tables() {
     assert_eq!(b.process(&mut after, 1, 2, &tables), Action::Forward(0));
     assert_eq!(&after[0..6], &client_mac, "sent to the client's MAC");
 }
+
+/// Frames dropped before the pipeline (multi-segment mbufs) still count as
+/// received, so received = forwarded + dropped holds per port.
+#[test]
+fn frames_dropped_before_the_pipeline_are_counted_as_received() {
+    let w = worker(0);
+    w.count_rx_dropped(1, dataplane::counters::DropReason::MultiSegment, 2, 18_000);
+    let pc = &w.counters().ports[1];
+    assert_eq!((pc.rx_packets.get(), pc.rx_bytes.get()), (2, 18_000));
+    let reason = dataplane::counters::DropReason::MultiSegment as usize;
+    assert_eq!(pc.drops[reason].get(), 2);
+    // Out-of-range ports are ignored, not a panic.
+    w.count_rx_dropped(999, dataplane::counters::DropReason::MultiSegment, 1, 1);
+    w.count_drop(999, dataplane::counters::DropReason::TxQueueFull, 1);
+}

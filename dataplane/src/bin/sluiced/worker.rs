@@ -66,10 +66,22 @@ impl WorkerCtx {
                     continue;
                 }
                 busy = true;
-                let multi = rx.retain(|m| m.nb_segs() == 1);
+                let mut multi_bytes = 0u64;
+                let multi = rx.retain(|m| {
+                    let single = m.nb_segs() == 1;
+                    if !single {
+                        multi_bytes += u64::from(m.pkt_len());
+                    }
+                    single
+                });
                 if multi > 0 {
-                    self.worker
-                        .count_drop(p as u16, DropReason::MultiSegment, multi as u64);
+                    // Received like any packet, then dropped for its reason.
+                    self.worker.count_rx_dropped(
+                        p as u16,
+                        DropReason::MultiSegment,
+                        multi as u64,
+                        multi_bytes,
+                    );
                 }
                 let n = rx.len();
                 self.worker.process_burst(
@@ -81,11 +93,10 @@ impl WorkerCtx {
                 );
                 for (m, a) in rx.drain().zip(actions.iter()) {
                     if let Action::Forward(out) = *a {
-                        let out = out as usize;
-                        if let Err(m) = tx[out].push(m) {
-                            drop(m);
-                            self.worker
-                                .count_drop(out as u16, DropReason::TxQueueFull, 1);
+                        match tx.get_mut(out as usize).map(|b| b.push(m)) {
+                            Some(Ok(())) => {}
+                            // A full burst (or, impossibly, no such port).
+                            _ => self.worker.count_drop(out, DropReason::TxQueueFull, 1),
                         }
                     }
                     // Dropped packets are freed here; their reason is counted.
