@@ -3,7 +3,9 @@
 //! [`Tables`] the workers read. Also turns counters into control-protocol
 //! replies. Free of DPDK: the daemon feeds it port facts and NIC counters.
 
-use crate::counters::{DropReason, WorkerCounters, MAX_BACKENDS, MAX_PORTS, MAX_VIPS};
+use crate::counters::{
+    self, Counter, DropReason, WorkerCounters, MAX_BACKENDS, MAX_PORTS, MAX_VIPS,
+};
 use crate::neighbours::NeighbourCache;
 use crate::tables::{
     BackendInfo, ForwardMode, PortInfo, Tables, VipInfo, VipSpec, PROTO_TCP, PROTO_UDP,
@@ -37,6 +39,8 @@ pub struct Appliance {
     pub port_macs: Vec<[u8; 6]>,
     neighbours: HashMap<(u16, u32), Neighbour>,
     ids: IdMap,
+    /// The ids of the current configuration, per VIP in config order.
+    assigned: Assigned,
     vips: Vec<Arc<VipInfo>>,
     generation: u64,
     cache: Arc<NeighbourCache>,
@@ -176,6 +180,7 @@ impl Appliance {
             port_macs,
             neighbours,
             ids: IdMap::default(),
+            assigned: Vec::new(),
             vips: Vec::new(),
             generation: 0,
             cache: Arc::default(),
@@ -210,26 +215,22 @@ impl Appliance {
         self.ids = ids;
         self.config = config;
         self.rebuild_vips(&assigned);
+        self.assigned = assigned;
         Ok(())
     }
 
-    /// The ids of the current configuration, per VIP in config order.
-    fn assigned(&self) -> Assigned {
-        self.config
-            .vips
-            .iter()
-            .map(|v| {
-                let vid = self.ids.vips[&(u32::from(v.address), v.port, v.protocol)];
-                let bids = v
-                    .backends
-                    .iter()
-                    .map(|b| self.ids.backends[&(vid, u32::from(b.address), b.port_or(v.port))])
-                    .collect();
-                (vid, bids)
-            })
-            .collect()
+    /// The egress port of a backend and the next hop toward it there: the
+    /// backend itself when on the port's subnet, else the port's gateway.
+    fn backend_next_hop(&self, b: &firmware_config::Backend) -> (u16, Option<u32>) {
+        let egress = self.config.egress_port_index(b).unwrap_or(0);
+        let port = &self.config.ports[egress];
+        let hop = if port.address.contains(b.address) {
+            Some(u32::from(b.address))
+        } else {
+            port.gateway.map(u32::from)
+        };
+        (egress as u16, hop)
     }
-
     pub fn generation(&self) -> u64 {
         self.generation
     }
@@ -240,17 +241,12 @@ impl Appliance {
         let mut out = vec![None; self.ids.next_backend as usize];
         for (vip, (vid, bids)) in self.config.vips.iter().zip(assigned) {
             for (b, &id) in vip.backends.iter().zip(bids) {
-                let egress = self.config.egress_port_index(b).unwrap_or(0) as u16;
+                let (egress, hop) = self.backend_next_hop(b);
                 let addr = u32::from(b.address);
-                let next_hop_mac = b.mac.map(|m| m.0).or_else(|| {
-                    let port = &self.config.ports[egress as usize];
-                    let hop = if port.address.contains(b.address) {
-                        Some(addr)
-                    } else {
-                        port.gateway.map(u32::from)
-                    };
-                    hop.and_then(|h| self.neighbours.get(&(egress, h)).map(|n| n.mac))
-                });
+                let next_hop_mac = b
+                    .mac
+                    .map(|m| m.0)
+                    .or_else(|| hop.and_then(|h| self.neighbours.get(&(egress, h)).map(|n| n.mac)));
                 out[id as usize] = Some(BackendInfo {
                     id,
                     vip: *vid,
@@ -330,7 +326,7 @@ impl Appliance {
             self.generation,
             self.port_infos(),
             self.vips.clone(),
-            self.backend_infos(&self.assigned()),
+            self.backend_infos(&self.assigned),
             &neigh,
             Arc::clone(&self.cache),
         )
@@ -378,15 +374,8 @@ impl Appliance {
         let mut want: Vec<(u16, u32)> = Vec::new();
         for vip in &self.config.vips {
             for b in vip.backends.iter().filter(|b| b.mac.is_none()) {
-                let egress = self.config.egress_port_index(b).unwrap_or(0);
-                let port = &self.config.ports[egress];
-                let hop = if port.address.contains(b.address) {
-                    Some(u32::from(b.address))
-                } else {
-                    port.gateway.map(u32::from)
-                };
-                if let Some(h) = hop {
-                    want.push((egress as u16, h));
+                if let (egress, Some(h)) = self.backend_next_hop(b) {
+                    want.push((egress, h));
                 }
             }
         }
@@ -452,8 +441,8 @@ impl Appliance {
         flow_capacity: u64,
         uptime_s: f64,
     ) -> StatsReply {
-        let sum = |f: &dyn Fn(&WorkerCounters) -> u64| -> u64 {
-            workers.iter().map(|w| f(w)).fold(0, u64::wrapping_add)
+        let sum = |f: &dyn Fn(&WorkerCounters) -> &Counter| -> u64 {
+            counters::sum(workers.iter().map(|w| &**w), f)
         };
         let ports = self
             .config
@@ -466,23 +455,23 @@ impl Appliance {
                     .map(|r| {
                         (
                             r.as_str().to_string(),
-                            sum(&|w| w.ports[i].drops[*r as usize].get()),
+                            sum(&|w| &w.ports[i].drops[*r as usize]),
                         )
                     })
                     .collect();
                 PortStats {
                     name: p.name.clone(),
-                    rx_packets: sum(&|w| w.ports[i].rx_packets.get()),
-                    rx_bytes: sum(&|w| w.ports[i].rx_bytes.get()),
-                    tx_packets: sum(&|w| w.ports[i].tx_packets.get()),
-                    tx_bytes: sum(&|w| w.ports[i].tx_bytes.get()),
-                    rx_arp: sum(&|w| w.ports[i].rx_arp.get()),
-                    rx_ipv4: sum(&|w| w.ports[i].rx_ipv4.get()),
-                    rx_ipv6: sum(&|w| w.ports[i].rx_ipv6.get()),
-                    rx_icmpv6: sum(&|w| w.ports[i].rx_icmpv6.get()),
-                    arp_replies_sent: sum(&|w| w.ports[i].arp_replies_sent.get()),
-                    arp_requests_sent: sum(&|w| w.ports[i].arp_requests_sent.get()),
-                    icmp_echo_replies_sent: sum(&|w| w.ports[i].icmp_echo_replies_sent.get()),
+                    rx_packets: sum(&|w| &w.ports[i].rx_packets),
+                    rx_bytes: sum(&|w| &w.ports[i].rx_bytes),
+                    tx_packets: sum(&|w| &w.ports[i].tx_packets),
+                    tx_bytes: sum(&|w| &w.ports[i].tx_bytes),
+                    rx_arp: sum(&|w| &w.ports[i].rx_arp),
+                    rx_ipv4: sum(&|w| &w.ports[i].rx_ipv4),
+                    rx_ipv6: sum(&|w| &w.ports[i].rx_ipv6),
+                    rx_icmpv6: sum(&|w| &w.ports[i].rx_icmpv6),
+                    arp_replies_sent: sum(&|w| &w.ports[i].arp_replies_sent),
+                    arp_requests_sent: sum(&|w| &w.ports[i].arp_requests_sent),
+                    icmp_echo_replies_sent: sum(&|w| &w.ports[i].icmp_echo_replies_sent),
                     drops,
                     nic: nic.get(i).cloned().unwrap_or_default(),
                 }
@@ -500,12 +489,12 @@ impl Appliance {
                 port: v.port,
                 protocol: v.protocol.to_string(),
                 mode: v.mode.to_string(),
-                packets: sum(&|w| w.vips[id].packets.get()),
-                bytes: sum(&|w| w.vips[id].bytes.get()),
-                new_flows: sum(&|w| w.vips[id].new_flows.get()),
-                drops: sum(&|w| w.vips[id].drops.get()),
-                reply_packets: sum(&|w| w.vips[id].reply_packets.get()),
-                reply_bytes: sum(&|w| w.vips[id].reply_bytes.get()),
+                packets: sum(&|w| &w.vips[id].packets),
+                bytes: sum(&|w| &w.vips[id].bytes),
+                new_flows: sum(&|w| &w.vips[id].new_flows),
+                drops: sum(&|w| &w.vips[id].drops),
+                reply_packets: sum(&|w| &w.vips[id].reply_packets),
+                reply_bytes: sum(&|w| &w.vips[id].reply_bytes),
             })
             .collect();
         let backends = tables
@@ -514,8 +503,8 @@ impl Appliance {
             .flatten()
             .map(|b| {
                 let i = b.id as usize;
-                let new_flows = sum(&|w| w.backends[i].new_flows.get());
-                let ended = sum(&|w| w.backends[i].ended_flows.get());
+                let new_flows = sum(&|w| &w.backends[i].new_flows);
+                let ended = sum(&|w| &w.backends[i].ended_flows);
                 BackendStats {
                     id: b.id,
                     vip: tables
@@ -525,17 +514,17 @@ impl Appliance {
                     port: b.port,
                     weight: b.weight,
                     state: backend_state(b).to_string(),
-                    tx_packets: sum(&|w| w.backends[i].tx_packets.get()),
-                    tx_bytes: sum(&|w| w.backends[i].tx_bytes.get()),
-                    rx_packets: sum(&|w| w.backends[i].rx_packets.get()),
-                    rx_bytes: sum(&|w| w.backends[i].rx_bytes.get()),
+                    tx_packets: sum(&|w| &w.backends[i].tx_packets),
+                    tx_bytes: sum(&|w| &w.backends[i].tx_bytes),
+                    rx_packets: sum(&|w| &w.backends[i].rx_packets),
+                    rx_bytes: sum(&|w| &w.backends[i].rx_bytes),
                     new_flows,
                     active_flows: new_flows.saturating_sub(ended),
                 }
             })
             .collect();
-        let created = sum(&|w| w.flows.created.get());
-        let expired = sum(&|w| w.flows.expired.get());
+        let created = sum(&|w| &w.flows.created);
+        let expired = sum(&|w| &w.flows.expired);
         StatsReply {
             uptime_s,
             ports,
@@ -545,14 +534,14 @@ impl Appliance {
                 active: created.saturating_sub(expired),
                 capacity: flow_capacity,
                 created,
-                closed: sum(&|w| w.flows.closed.get()),
+                closed: sum(&|w| &w.flows.closed),
                 expired,
-                table_full: sum(&|w| w.flows.table_full.get()),
-                rescheduled: sum(&|w| w.flows.rescheduled.get()),
-                events_pushed: sum(&|w| w.flows.events_pushed.get()),
-                events_dropped: sum(&|w| w.flows.events_dropped.get()),
+                table_full: sum(&|w| &w.flows.table_full),
+                rescheduled: sum(&|w| &w.flows.rescheduled),
+                events_pushed: sum(&|w| &w.flows.events_pushed),
+                events_dropped: sum(&|w| &w.flows.events_dropped),
                 events_drained,
-                neighbour_hints_dropped: sum(&|w| w.flows.learn_dropped.get()),
+                neighbour_hints_dropped: sum(&|w| &w.flows.learn_dropped),
             },
         }
     }
@@ -573,19 +562,19 @@ fn backend_state(b: &BackendInfo) -> &'static str {
 /// A broadcast ARP request from (`mac`, `ip`) for `target`, padded to the
 /// 60-byte Ethernet minimum.
 pub fn arp_request(mac: [u8; 6], ip: u32, target: u32) -> [u8; 60] {
+    use crate::wire::{ArpOperation, ArpPacket, EthernetFrame, ETHERTYPE_ARP};
     let mut f = [0u8; 60];
-    f[0..6].copy_from_slice(&[0xff; 6]);
-    f[6..12].copy_from_slice(&mac);
-    f[12..14].copy_from_slice(&crate::wire::ETHERTYPE_ARP.to_be_bytes());
-    f[14..16].copy_from_slice(&1u16.to_be_bytes()); // Ethernet
-    f[16..18].copy_from_slice(&crate::wire::ETHERTYPE_IPV4.to_be_bytes());
-    f[18] = 6;
-    f[19] = 4;
-    f[20..22].copy_from_slice(&1u16.to_be_bytes()); // request
-    f[22..28].copy_from_slice(&mac);
-    f[28..32].copy_from_slice(&ip.to_be_bytes());
-    // Target MAC stays zero.
-    f[38..42].copy_from_slice(&target.to_be_bytes());
+    let (eth, rest) = f.split_at_mut(crate::wire::ethernet::HEADER_LEN);
+    let mut eth = EthernetFrame::new_checked(eth).expect("14 bytes hold an Ethernet header");
+    eth.set_dst_addr([0xff; 6]);
+    eth.set_src_addr(mac);
+    eth.set_ethertype(ETHERTYPE_ARP);
+    // The rest stays zero: the target MAC and the padding to 60 bytes.
+    let mut arp = ArpPacket::init(rest).expect("46 bytes hold an ARP packet");
+    arp.set_operation(ArpOperation::Request);
+    arp.set_sender_hw_addr(mac);
+    arp.set_sender_proto_addr(ip.into());
+    arp.set_target_proto_addr(target.into());
     f
 }
 
@@ -640,6 +629,25 @@ port = 53
             .flatten()
             .map(|b| (Ipv4Addr::from(b.addr).to_string(), b.id, b.vip))
             .collect()
+    }
+
+    #[test]
+    fn arp_request_is_a_broadcast_who_has() {
+        use crate::wire::{ArpOperation, ArpPacket, EthernetFrame, ETHERTYPE_ARP};
+        let mac = [2, 0, 0, 0, 0, 1];
+        let f = arp_request(mac, 0xc612_01fe, 0xc612_010b);
+        let eth = EthernetFrame::new_checked(&f[..]).unwrap();
+        assert_eq!(
+            (eth.dst_addr(), eth.src_addr(), eth.ethertype()),
+            ([0xff; 6], mac, ETHERTYPE_ARP)
+        );
+        let arp = ArpPacket::new_checked(eth.payload()).unwrap();
+        assert_eq!(arp.operation(), ArpOperation::Request);
+        assert_eq!(arp.sender_hw_addr(), mac);
+        assert_eq!(arp.sender_proto_addr_raw(), 0xc612_01fe);
+        assert_eq!(arp.target_hw_addr(), [0; 6]);
+        assert_eq!(arp.target_proto_addr_raw(), 0xc612_010b);
+        assert!(f[42..].iter().all(|&b| b == 0), "zero padding");
     }
 
     #[test]

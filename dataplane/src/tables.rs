@@ -36,16 +36,6 @@ impl PortInfo {
     pub fn on_link(&self, ip: u32) -> bool {
         (ip & self.netmask) == (self.addr & self.netmask)
     }
-
-    /// Next hop for `ip` out of this port, if it has one.
-    #[inline]
-    pub fn next_hop(&self, ip: u32) -> Option<u32> {
-        if self.on_link(ip) {
-            Some(ip)
-        } else {
-            self.gateway
-        }
-    }
 }
 
 /// A backend as the fast path sees it. Indexed by its stable id.
