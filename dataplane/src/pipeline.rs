@@ -13,8 +13,8 @@ use crate::events::{EventRing, FlowEvent, FlowEventKind, HintRing, NeighbourHint
 use crate::flow::{FlowEntry, FlowKey, FlowState, FlowTable, FlowTimeouts, Insert, Lookup};
 use crate::tables::{ForwardMode, LocalAddr, Tables, VipInfo};
 use crate::wire::{
-    self, ArpPacket, Icmpv4Packet, Ipv4Packet, Ipv6Packet, ETHERTYPE_ARP, ETHERTYPE_IPV4,
-    ETHERTYPE_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
+    self, ArpPacket, Icmpv4Packet, Ipv4Packet, Ipv6Packet, TcpSegment, UdpDatagram, ETHERTYPE_ARP,
+    ETHERTYPE_IPV4, ETHERTYPE_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP,
 };
 use std::sync::Arc;
 
@@ -235,8 +235,7 @@ impl Worker {
                     return Action::Drop(DropReason::ArpNotForUs);
                 }
                 arp.make_reply_in_place(port.mac);
-                data.copy_within(6..12, 0);
-                data[6..12].copy_from_slice(&port.mac);
+                reply_to_sender(data, port.mac);
                 self.counters.ports[in_port as usize].arp_replies_sent.inc();
                 Action::Forward(in_port)
             }
@@ -380,14 +379,11 @@ impl Worker {
             let Ok(mut ip) = Ipv4Packet::new_checked(&mut data[l3..end]) else {
                 return Action::Drop(DropReason::BadIpv4Header);
             };
-            let (s, d) = (ip.src_addr(), ip.dst_addr());
-            ip.set_src_addr(d);
-            ip.set_dst_addr(s);
+            ip.swap_addrs();
             ip.set_ttl(REPLY_TTL);
             ip.fill_checksum();
         }
-        data.copy_within(6..12, 0);
-        data[6..12].copy_from_slice(&port.mac);
+        reply_to_sender(data, port.mac);
         self.counters.ports[in_port as usize]
             .icmp_echo_replies_sent
             .inc();
@@ -673,6 +669,14 @@ fn push_event(
     }
 }
 
+/// Turns a received frame's Ethernet header into the reply's: back to the
+/// sender's MAC, from ours (ARP and ICMP echo replies).
+#[inline]
+fn reply_to_sender(frame: &mut [u8], our_mac: [u8; 6]) {
+    frame.copy_within(6..12, 0);
+    frame[6..12].copy_from_slice(&our_mac);
+}
+
 /// Which address of a packet NAT rewrites.
 #[derive(Clone, Copy)]
 enum Rewrite {
@@ -758,31 +762,11 @@ fn nat_rewrite(
 #[inline]
 fn l4_ports(seg: &[u8], proto: u8) -> Option<(u16, u16, u8)> {
     if proto == IPPROTO_TCP {
-        if seg.len() < 20 {
-            return None;
-        }
-        let off = usize::from(seg[12] >> 4) * 4;
-        if off < 20 || off > seg.len() {
-            return None;
-        }
-        Some((
-            u16::from_be_bytes([seg[0], seg[1]]),
-            u16::from_be_bytes([seg[2], seg[3]]),
-            seg[13],
-        ))
+        let t = TcpSegment::new_checked(seg).ok()?;
+        Some((t.src_port(), t.dst_port(), t.flags()))
     } else {
-        if seg.len() < 8 {
-            return None;
-        }
-        let len = usize::from(u16::from_be_bytes([seg[4], seg[5]]));
-        if len < 8 || len > seg.len() {
-            return None;
-        }
-        Some((
-            u16::from_be_bytes([seg[0], seg[1]]),
-            u16::from_be_bytes([seg[2], seg[3]]),
-            0,
-        ))
+        let u = UdpDatagram::new_checked(seg).ok()?;
+        Some((u.src_port(), u.dst_port(), 0))
     }
 }
 
