@@ -193,12 +193,13 @@ fn print_status(s: &StatusReply) {
     }
     t.print();
     println!();
-    let mut t = Table::new(&["WORKER", "LCORE", "FLOWS", "CAPACITY", "BUSY"]);
+    let mut t = Table::new(&["WORKER", "LCORE", "FLOWS", "CREATED", "CAPACITY", "BUSY"]);
     for w in &s.workers {
         t.row(vec![
             w.id.to_string(),
             w.lcore.to_string(),
             w.active_flows.to_string(),
+            w.created_flows.to_string(),
             w.flow_capacity.to_string(),
             format!("{:.1}%", w.busy_percent),
         ]);

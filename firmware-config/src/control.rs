@@ -127,6 +127,9 @@ pub struct WorkerStatus {
     pub lcore: u32,
     /// Flows in this worker's table.
     pub active_flows: u64,
+    /// Flows this worker has created since start (how RSS spreads new
+    /// connections over the workers).
+    pub created_flows: u64,
     pub flow_capacity: u64,
     /// Share of poll iterations that received packets, since start.
     pub busy_percent: f64,

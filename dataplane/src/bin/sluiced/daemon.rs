@@ -154,6 +154,7 @@ impl Shared {
                     id: i as u16,
                     lcore: self.lcores[i],
                     active_flows: c.flows.created.get().saturating_sub(c.flows.expired.get()),
+                    created_flows: c.flows.created.get(),
                     flow_capacity: self.flow_capacity,
                     busy_percent: c.busy_loops.get() as f64 * 100.0 / loops as f64,
                 }
