@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 RELEASE_BIN := $(CURDIR)/target/release
 
-.PHONY: all deps build demo test test-unit test-system lint bench clean
+.PHONY: all deps build demo test test-unit test-system lint bench perf clean
 
 all: build
 
@@ -35,10 +35,17 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
-# Criterion benchmarks: the per-packet pipeline and the flow table
-# (see docs/performance.md).
+# Criterion benchmarks: the per-packet pipeline, parser, Maglev, flow
+# table and checksums (see docs/performance.md).
 bench: deps
 	$(CARGO) bench -p perf
+
+# The perf suite: dpdk-testpmd (io, macswap) and sluiced (DR, NAT) side by
+# side under sluice-pktgen on memif links, 1K/1M flows, 64/1518-byte frames,
+# 3 repetitions; table, results.json and ratios.svg in target/perf
+# (docs/performance.md). PERF_ARGS passes options (sluice-perf --help).
+perf: build
+	$(RELEASE_BIN)/sluice-perf --out $(CURDIR)/target/perf --bin-dir $(RELEASE_BIN) $(PERF_ARGS)
 
 clean:
 	$(CARGO) clean

@@ -4,12 +4,11 @@
 //! Exit codes: 0 success; 1 sluiced answered with an error; 2 bad usage or
 //! an invalid configuration; 3 sluiced is not reachable.
 
-mod client;
 mod table;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use client::{Client, CtlError};
+use firmware_config::client::{Client, CtlError};
 use firmware_config::control::{Command, StatsReply, StatusReply, VipListReply};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -244,6 +244,9 @@ pub struct WorkerCounters {
     /// management side derives the worker's load from them.
     pub loops: Counter,
     pub busy_loops: Counter,
+    /// TSC cycles spent in iterations that received packets: divided by
+    /// the packets received, the worker's cycles per packet.
+    pub busy_cycles: Counter,
 }
 
 fn boxed<T: Default>(n: usize) -> Box<[T]> {
@@ -259,6 +262,7 @@ impl Default for WorkerCounters {
             flows: FlowCounters::default(),
             loops: Counter::default(),
             busy_loops: Counter::default(),
+            busy_cycles: Counter::default(),
         }
     }
 }

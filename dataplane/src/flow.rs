@@ -777,6 +777,11 @@ impl FlowTable {
         self.capacity
     }
 
+    /// Flow slots in the table (what one full expiry sweep examines).
+    pub fn slots(&self) -> usize {
+        self.buckets.len() * WAYS
+    }
+
     /// Bytes of the bucket array (all the memory the table uses).
     pub fn memory_bytes(&self) -> usize {
         std::mem::size_of_val(&*self.buckets)

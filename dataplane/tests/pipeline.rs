@@ -2171,6 +2171,36 @@ fn expire_some_respects_its_budget() {
 }
 
 #[test]
+fn the_paced_sweep_covers_the_table_once_per_period_whatever_the_call_rate() {
+    use dataplane::pipeline::{SWEEP_CHUNK, SWEEP_PERIOD_MS};
+    let mut r = Rig::with_capacity(&Cfg::standard(), 4096);
+    for sport in 0..300 {
+        let mut f = Pkt::client(FAR_CLIENT, sport).tcp();
+        r.process(&mut f, CLIENT_PORT, 0);
+    }
+    let slots = r.worker.flows().slots();
+    let t0 = TIMEOUTS.syn;
+    // Many calls within the same millisecond (a busy worker) examine at
+    // most the slots due for that millisecond, not a chunk per call.
+    let mut first_ms = 0;
+    for _ in 0..10_000 {
+        first_ms += r.worker.expire_paced(t0);
+    }
+    assert!(first_ms <= 300);
+    let per_ms = (slots as u64 / u64::from(SWEEP_PERIOD_MS)).max(1) as usize;
+    assert!(per_ms <= SWEEP_CHUNK || first_ms < 300);
+    // Over one period, one call per millisecond, every flow is reclaimed.
+    let mut total = first_ms;
+    for ms in 1..=SWEEP_PERIOD_MS + 1 {
+        for _ in 0..(slots / SWEEP_CHUNK / SWEEP_PERIOD_MS as usize + 2) {
+            total += r.worker.expire_paced(t0 + ms);
+        }
+    }
+    assert_eq!(total, 300);
+    assert!(r.worker.flows().is_empty());
+}
+
+#[test]
 fn a_packet_after_the_timeout_starts_a_new_flow() {
     let mut r = Rig::standard();
     let mut f = Pkt::client(FAR_CLIENT, 40000).tcp();

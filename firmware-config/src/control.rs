@@ -133,6 +133,13 @@ pub struct WorkerStatus {
     pub flow_capacity: u64,
     /// Share of poll iterations that received packets, since start.
     pub busy_percent: f64,
+    /// Packets this worker received, on all ports, since start.
+    #[serde(default)]
+    pub rx_packets: u64,
+    /// TSC cycles spent in poll iterations that received packets, since
+    /// start: Δbusy_cycles / Δrx_packets is the worker's cycles per packet.
+    #[serde(default)]
+    pub busy_cycles: u64,
 }
 
 /// Reply to `stats`.

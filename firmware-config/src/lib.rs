@@ -10,6 +10,9 @@
 
 #![warn(missing_docs)]
 
+/// A control-socket client (`sluicectl`, the perf runner).
+#[allow(missing_docs)]
+pub mod client;
 /// Control-protocol messages shared by `sluiced` and `sluicectl`.
 #[allow(missing_docs)]
 pub mod control;

@@ -1,6 +1,18 @@
-//! Workloads for the performance benchmarks: a dispatcher set up from a
-//! configuration as `sluiced` would be, and prebuilt 64-byte TCP frames
-//! spread over a chosen number of flows.
+//! Sluice performance tools.
+//!
+//! - [`gen`] and [`check`]: the pure parts of `sluice-pktgen` (frame
+//!   building with precomputed checksums, traffic mix, sampled checks of
+//!   what comes back);
+//! - [`suite`]: the pure parts of the `sluice-perf` runner (scenarios,
+//!   statistics, the table and the chart);
+//! - workloads for the criterion benchmarks: a dispatcher set up from a
+//!   configuration as `sluiced` would be, and 64-byte TCP frames spread
+//!   over a chosen number of flows.
+
+pub mod check;
+pub mod gen;
+pub mod report;
+pub mod suite;
 
 use dataplane::appliance::Appliance;
 use dataplane::counters::WorkerCounters;

@@ -19,6 +19,8 @@ uint16_t sluice_rx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **
 uint16_t sluice_tx_burst(uint16_t port_id, uint16_t queue_id, struct rte_mbuf **tx_pkts, uint16_t nb_pkts);
 struct rte_mbuf *sluice_pktmbuf_alloc(struct rte_mempool *mp);
 void sluice_pktmbuf_free(struct rte_mbuf *m);
+int sluice_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsigned count);
+void sluice_pktmbuf_free_bulk(struct rte_mbuf **mbufs, unsigned count);
 char *sluice_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
 unsigned sluice_lcore_id(void);
 int sluice_errno(void);

@@ -53,6 +53,32 @@ impl Mempool {
         NonNull::new(m).map(|ptr| Mbuf { ptr })
     }
 
+    /// Fills the burst's free room up to `n` mbufs in one call, all or
+    /// nothing; returns false (burst unchanged) when the pool has too few.
+    #[inline]
+    pub fn alloc_bulk(&self, burst: &mut Burst, n: usize) -> bool {
+        let have = burst.len();
+        let n = n.min(BURST_MAX - have);
+        if n == 0 {
+            return true;
+        }
+        // SAFETY: slots have..have+n are uninitialised room; on success
+        // DPDK writes n valid, reset mbuf pointers there, which the burst
+        // then owns; on failure it writes nothing we keep.
+        let rc = unsafe {
+            dpdk_sys::sluice_pktmbuf_alloc_bulk(
+                self.ptr.as_ptr(),
+                burst.raw_slots().add(have),
+                n as u32,
+            )
+        };
+        if rc != 0 {
+            return false;
+        }
+        burst.set_len(have + n);
+        true
+    }
+
     /// Free mbufs in the pool (approximate: excludes lcore caches).
     pub fn available(&self) -> u32 {
         // SAFETY: read-only query on a valid pool.
@@ -93,6 +119,24 @@ impl Mbuf {
             let p = (m.buf_addr as *mut u8).add(m.data_off as usize);
             std::slice::from_raw_parts_mut(p, m.data_len as usize)
         }
+    }
+
+    /// Sets the length of a fresh single-segment mbuf to `len` bytes from
+    /// its current data offset (cheaper than `append` for packets built in
+    /// place); false when the data room is too small.
+    #[inline]
+    pub fn set_len(&mut self, len: u16) -> bool {
+        // SAFETY: exclusive access to an owned mbuf; the length is checked
+        // against the data room before it is written.
+        unsafe {
+            let m = self.ptr.as_mut();
+            if m.data_off as u32 + len as u32 > m.buf_len as u32 || m.nb_segs != 1 {
+                return false;
+            }
+            m.data_len = len;
+            m.pkt_len = len as u32;
+        }
+        true
     }
 
     /// Total packet length over all segments.
@@ -262,11 +306,17 @@ impl Burst {
         self.len = rest;
     }
 
-    /// Frees every mbuf in the burst.
+    /// Frees every mbuf in the burst (one bulk call).
+    #[inline]
     pub fn clear(&mut self) {
-        for m in self.drain() {
-            drop(m);
+        let n = self.len;
+        if n == 0 {
+            return;
         }
+        self.len = 0;
+        // SAFETY: slots 0..n hold owned mbufs; len was reset first so they
+        // are freed exactly once, here.
+        unsafe { dpdk_sys::sluice_pktmbuf_free_bulk(self.raw_slots(), n as u32) }
     }
 }
 

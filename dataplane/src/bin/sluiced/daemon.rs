@@ -157,6 +157,8 @@ impl Shared {
                     created_flows: c.flows.created.get(),
                     flow_capacity: self.flow_capacity,
                     busy_percent: c.busy_loops.get() as f64 * 100.0 / loops as f64,
+                    rx_packets: c.ports.iter().map(|p| p.rx_packets.get()).sum(),
+                    busy_cycles: c.busy_cycles.get(),
                 }
             })
             .collect();

@@ -8,9 +8,6 @@ use dpdk::{Burst, Mbuf, RxQueue, TxQueue, BURST_MAX};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// Flow-table slots examined for expiry per idle/busy iteration.
-const EXPIRE_BUDGET: usize = 64;
-
 /// The flow clock: milliseconds since start from the TSC, as a wrapping
 /// 32-bit value (the flow table's time unit).
 #[derive(Clone, Copy)]
@@ -55,7 +52,8 @@ impl WorkerCtx {
         let mut tx: Vec<Burst> = (0..n_ports).map(|_| Burst::new()).collect();
         let mut actions = [Action::Drop(DropReason::RuntFrame); BURST_MAX];
         while self.running.load(Ordering::Relaxed) {
-            let now = self.clock.now_ms(dpdk::rdtsc());
+            let start = dpdk::rdtsc();
+            let now = self.clock.now_ms(start);
             let tables = self.tables.load();
             let mut busy = false;
             for p in 0..n_ports {
@@ -119,11 +117,12 @@ impl WorkerCtx {
                 }
             }
             flush(&mut self.worker, &mut self.tx, &mut tx);
-            self.worker.expire_some(now, EXPIRE_BUDGET);
+            self.worker.expire_paced(now);
             let c = self.worker.counters();
             c.loops.inc();
             if busy {
                 c.busy_loops.inc();
+                c.busy_cycles.add(dpdk::rdtsc().wrapping_sub(start));
             }
         }
         for b in tx.iter_mut() {

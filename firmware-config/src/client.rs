@@ -1,6 +1,7 @@
-//! A control-socket client: one request line, one reply line.
+//! A control-socket client (used by `sluicectl` and the perf runner): one
+//! request line, one reply line.
 
-use firmware_config::control::{Command, Request, Response, PROTOCOL_VERSION};
+use crate::control::{Command, Request, Response, PROTOCOL_VERSION};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
