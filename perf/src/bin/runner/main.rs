@@ -334,6 +334,8 @@ fn run(opts: &Opts, stop: &AtomicBool) -> Result<bool> {
         // The generator leaves first: its end of the links closes while the
         // device still runs, not under traffic.
         drop(gen);
+        // Without hugepages EAL leaves its runtime directory behind.
+        let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join("sluice-perf-gen"));
         if let Some(d) = dut.take() {
             d.stop();
         }
