@@ -1,12 +1,48 @@
 //! Checks of frames that come back from the device under test: is it one
 //! of ours, was it rewritten as the forwarding mode promises, are both
 //! checksums right. Parsing is etherparse's and the checksums are computed
-//! from scratch, so nothing here shares code with the dispatcher it checks.
+//! from scratch, so nothing here shares code with the dispatcher it checks
+//! (nor with the generator, which builds its checksums with the
+//! dataplane's `checksum` module).
 
-use crate::gen::{internet_checksum, mac_string, Proto, Traffic};
+use crate::gen::{mac_string, Proto, Traffic};
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
+
+/// The Internet checksum (RFC 1071) of `parts` taken as one byte string,
+/// from scratch: what a receiver uses to verify.
+pub fn internet_checksum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u64 = 0;
+    let mut odd: Option<u8> = None;
+    for part in parts {
+        for &byte in part.iter() {
+            match odd.take() {
+                Some(hi) => sum += u64::from(u16::from_be_bytes([hi, byte])),
+                None => odd = Some(byte),
+            }
+        }
+    }
+    if let Some(hi) = odd {
+        sum += u64::from(u16::from_be_bytes([hi, 0]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The Internet checksum over an IPv4 pseudo-header and the TCP/UDP
+/// segment `l4`: 0 for a segment whose checksum is right; over a segment
+/// whose checksum field is zero, the value to put there.
+pub fn transport_checksum(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> u16 {
+    let mut pseudo = [0u8; 12];
+    pseudo[0..4].copy_from_slice(&src);
+    pseudo[4..8].copy_from_slice(&dst);
+    pseudo[9] = proto;
+    pseudo[10..12].copy_from_slice(&(l4.len() as u16).to_be_bytes());
+    internet_checksum(&[&pseudo, l4])
+}
 
 /// What the device under test is expected to do to each frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,17 +186,12 @@ impl Checker {
             return Err(Failure::Checksum("IPv4 header".into()));
         }
         let l4 = ip.payload().payload;
-        let mut pseudo = [0u8; 12];
-        pseudo[0..4].copy_from_slice(&h.source());
-        pseudo[4..8].copy_from_slice(&h.destination());
-        pseudo[9] = h.protocol().0;
-        pseudo[10..12].copy_from_slice(&(l4.len() as u16).to_be_bytes());
         let dst_port = match (&p.transport, self.proto) {
             (Some(TransportSlice::Tcp(t)), Proto::Tcp) => t.destination_port(),
             (Some(TransportSlice::Udp(u)), Proto::Udp) => u.destination_port(),
             _ => return Err(Failure::Foreign("not the generated protocol".into())),
         };
-        if internet_checksum(&[&pseudo, l4]) != 0 {
+        if transport_checksum(h.source(), h.destination(), h.protocol().0, l4) != 0 {
             return Err(Failure::Checksum(format!("{:?}", self.proto)));
         }
         let dst_mac: [u8; 6] = frame[0..6].try_into().unwrap_or_default();
@@ -249,16 +280,10 @@ mod tests {
         let ck = internet_checksum(&[&buf[14..34]]);
         buf[24..26].copy_from_slice(&ck.to_be_bytes());
         buf[36..38].copy_from_slice(&port.to_be_bytes());
-        let (ck_at, l4) = (14 + 20 + 16, &buf[34..]);
-        let mut pseudo = [0u8; 12];
-        pseudo[0..8].copy_from_slice(&buf[26..34]);
-        pseudo[9] = 6;
-        pseudo[10..12].copy_from_slice(&(l4.len() as u16).to_be_bytes());
-        let mut seg = l4.to_vec();
-        seg[16] = 0;
-        seg[17] = 0;
-        let ck = internet_checksum(&[&pseudo, &seg]);
-        buf[ck_at..ck_at + 2].copy_from_slice(&ck.to_be_bytes());
+        buf[50..52].copy_from_slice(&[0, 0]);
+        let (src, dst) = (buf[26..30].try_into().unwrap(), ip);
+        let ck = transport_checksum(src, dst, 6, &buf[34..]);
+        buf[50..52].copy_from_slice(&ck.to_be_bytes());
     }
 
     #[test]

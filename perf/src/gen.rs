@@ -16,6 +16,7 @@
 //! payload after the timestamp is zero), so building a 1518-byte frame
 //! costs no more than a 64-byte one.
 
+use dataplane::checksum::{fold, pseudo_header_v4, sum16};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -276,46 +277,6 @@ struct SizeClass {
     l4_sum: u32,
 }
 
-/// Adds the 16-bit big-endian words of `b` (even length) to `sum`.
-fn add_words(mut sum: u32, b: &[u8]) -> u32 {
-    for w in b.chunks(2) {
-        let hi = u32::from(w[0]) << 8;
-        let lo = w.get(1).copied().map_or(0, u32::from);
-        sum += hi | lo;
-    }
-    sum
-}
-
-/// Folds a 32-bit one's-complement sum to 16 bits.
-#[inline]
-pub fn fold(mut sum: u32) -> u16 {
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum as u16
-}
-
-/// The Internet checksum of `b` (RFC 1071), from scratch: what a receiver
-/// uses to verify.
-pub fn internet_checksum(parts: &[&[u8]]) -> u16 {
-    let mut sum: u64 = 0;
-    let mut odd: Option<u8> = None;
-    for part in parts {
-        for &byte in part.iter() {
-            match odd.take() {
-                Some(hi) => sum += u64::from(u16::from_be_bytes([hi, byte])),
-                None => odd = Some(byte),
-            }
-        }
-    }
-    if let Some(hi) = odd {
-        sum += u64::from(u16::from_be_bytes([hi, 0]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// Builds frames of a [`Traffic`] in place.
 #[derive(Debug)]
 pub struct FrameBuilder {
@@ -420,18 +381,17 @@ impl FrameBuilder {
                 let mut ip = [0u8; IP_LEN];
                 ip.copy_from_slice(&h[ETH_LEN..ETH_LEN + IP_LEN]);
                 ip[2..4].copy_from_slice(&ip_total.to_be_bytes());
-                let ip_sum = add_words(0, &ip);
+                let ip_sum = sum16(&ip);
                 let mut l4 = [0u8; TCP_LEN];
                 let hl = proto.header_len();
                 l4[..hl].copy_from_slice(&h[ETH_LEN + IP_LEN..header_len]);
                 if proto == Proto::Udp {
                     l4[4..6].copy_from_slice(&l4_len.to_be_bytes());
                 }
-                // Pseudo-header: destination address, protocol, L4 length
-                // (the source address is added per packet).
-                let mut sum = add_words(0, &traffic.dst_ip.to_be_bytes());
-                sum += u32::from(proto.number()) + u32::from(l4_len);
-                sum = add_words(sum, &l4[..hl]);
+                // Pseudo-header without the source address (added per
+                // packet), then the L4 header.
+                let sum =
+                    pseudo_header_v4(0, traffic.dst_ip, proto.number(), l4_len) + sum16(&l4[..hl]);
                 SizeClass {
                     len,
                     ip_total,
@@ -594,6 +554,7 @@ pub fn stamp_age(stamp: u64, now_tsc: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::{internet_checksum, transport_checksum};
     use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 
     fn traffic(proto: Proto, size: FrameSize, flows: u32, syn: f64) -> Traffic {
@@ -625,20 +586,14 @@ mod tests {
             "IPv4 header checksum is valid"
         );
         let l4 = ip.payload().payload;
-        let mut pseudo = Vec::new();
-        pseudo.extend_from_slice(&h.source());
-        pseudo.extend_from_slice(&h.destination());
-        pseudo.extend_from_slice(&[0, h.protocol().0]);
-        pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        assert_eq!(
+            transport_checksum(h.source(), h.destination(), h.protocol().0, l4),
+            0,
+            "TCP/UDP checksum is valid"
+        );
         let (port, flags) = match p.transport {
-            Some(TransportSlice::Tcp(t)) => {
-                assert_eq!(internet_checksum(&[&pseudo, t.slice()]), 0, "TCP checksum");
-                (t.source_port(), t.slice()[13])
-            }
-            Some(TransportSlice::Udp(u)) => {
-                assert_eq!(internet_checksum(&[&pseudo, u.slice()]), 0, "UDP checksum");
-                (u.source_port(), 0)
-            }
+            Some(TransportSlice::Tcp(t)) => (t.source_port(), t.slice()[13]),
+            Some(TransportSlice::Udp(u)) => (u.source_port(), 0),
             _ => panic!("no transport"),
         };
         (u32::from_be_bytes(h.source()), port, flags)
