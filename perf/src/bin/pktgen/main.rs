@@ -7,7 +7,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
-use dpdk::{Burst, Eal, Mempool, Port, PortConf, PortStats, BURST_MAX};
+use dpdk::{Burst, Eal, Mbuf, Mempool, Port, PortConf, PortStats, BURST_MAX};
 use hdrhistogram::Histogram;
 use perf::check::{Checker, Expect};
 use perf::gen::{
@@ -366,7 +366,7 @@ fn serve(a: &Args, setup: Setup, stop: &AtomicBool) -> Result<()> {
     wait_links(&ports, a.link_timeout, stop)?;
     eprintln!("sluice-pktgen: links up");
     if !a.sync {
-        return measure(a, setup, &ports, &tx_pool, stop);
+        return measure(a, setup, &ports, tx_pool, stop);
     }
     while !stop.load(Ordering::Relaxed) {
         let Some(line) = handshake("ready")? else {
@@ -378,7 +378,7 @@ fn serve(a: &Args, setup: Setup, stop: &AtomicBool) -> Result<()> {
         }
         let run = with_overrides(a, &line).and_then(|b| Ok((Setup::from_args(&b)?, b)));
         match run {
-            Ok((setup, b)) => measure(&b, setup, &ports, &tx_pool, stop)?,
+            Ok((setup, b)) => measure(&b, setup, &ports, tx_pool, stop)?,
             Err(e) => say(&format!("error {e:#}"))?,
         }
     }
@@ -467,21 +467,71 @@ fn prefill(pool: &Mempool, len: usize) {
     }
 }
 
-/// Receives and frees whatever arrives until the link has been quiet for
-/// `quiet` or `limit` has passed; returns the frames received.
-fn drain(rx: &mut dpdk::RxQueue, quiet: Duration, limit: Duration) -> u64 {
+/// Receives whatever arrives until the link has been quiet for `quiet` or
+/// `limit` has passed, handing each burst to `take` (which empties it).
+fn drain(
+    rx: &mut dpdk::RxQueue,
+    quiet: Duration,
+    limit: Duration,
+    mut take: impl FnMut(&mut Burst),
+) {
     let mut burst = Burst::new();
     let (start, mut last) = (Instant::now(), Instant::now());
-    let mut n = 0u64;
     while start.elapsed() < limit && last.elapsed() < quiet {
-        let got = rx.rx_burst(&mut burst);
-        if got > 0 {
-            n += got as u64;
+        if rx.rx_burst(&mut burst) > 0 {
             last = Instant::now();
+            take(&mut burst);
             burst.clear();
         }
     }
-    n
+}
+
+/// Builds one frame in a fresh mbuf: `write` gets the data room up to
+/// `room` bytes and returns the frame's length.
+#[inline]
+fn build(m: &mut Mbuf, room: u16, write: impl FnOnce(&mut [u8]) -> usize) {
+    m.set_len(room);
+    let n = write(m.data_mut());
+    m.set_len(n as u16);
+}
+
+/// What comes back during a measurement: counts, latency, sampled checks.
+struct Receiver {
+    proto: Proto,
+    ns_per_cycle: f64,
+    latency_every: u32,
+    check_every: u32,
+    report: RxReport,
+    checker: Checker,
+    hist: Histogram<u64>,
+    check_n: u32,
+    lat_n: u32,
+}
+
+impl Receiver {
+    /// Accounts for a received burst and frees it.
+    fn take(&mut self, inb: &mut Burst) {
+        let now = dpdk::rdtsc();
+        for m in inb.as_mut_slice().iter() {
+            let data = m.data();
+            self.report.packets += 1;
+            self.report.bytes += u64::from(m.pkt_len()) + FCS as u64;
+            self.lat_n += 1;
+            if self.lat_n >= self.latency_every {
+                self.lat_n = 0;
+                if let Some(s) = read_stamp(data, self.proto) {
+                    let ns = (stamp_age(s, now) as f64 * self.ns_per_cycle) as u64;
+                    self.hist.saturating_record(ns.max(1));
+                }
+            }
+            self.check_n += 1;
+            if self.check_n >= self.check_every {
+                self.check_n = 0;
+                self.checker.check(data);
+            }
+        }
+        inb.clear();
+    }
 }
 
 /// Sends one opening packet per flow, retrying what the link refuses.
@@ -499,7 +549,7 @@ fn warm_up(
     let (mut out, mut inb) = (Burst::new(), Burst::new());
     let mut next = 0u32;
     while (next < flows || !out.is_empty()) && !stop.load(Ordering::Relaxed) {
-        if started.elapsed() > limit || stop.load(Ordering::Relaxed) {
+        if started.elapsed() > limit {
             bail!("warm-up: the link took {next} of {flows} opening packets in {limit:?}");
         }
         let want = (TX_BURST - out.len()).min((flows - next) as usize);
@@ -507,9 +557,7 @@ fn warm_up(
             let tsc = dpdk::rdtsc();
             let have = out.len();
             for m in &mut out.as_mut_slice()[have - want..] {
-                m.set_len(max_len as u16);
-                let n = b.write_opening(m.data_mut(), next, tsc);
-                m.set_len(n as u16);
+                build(m, max_len as u16, |buf| b.write_opening(buf, next, tsc));
                 next += 1;
             }
         }
@@ -518,7 +566,12 @@ fn warm_up(
             inb.clear();
         }
     }
-    drain(rx, Duration::from_millis(100), Duration::from_secs(2));
+    drain(
+        rx,
+        Duration::from_millis(100),
+        Duration::from_secs(2),
+        |_| {},
+    );
     Ok(Warmup {
         packets: u64::from(next),
         seconds: started.elapsed().as_secs_f64(),
@@ -530,19 +583,23 @@ fn measure(
     a: &Args,
     setup: Setup,
     ports: &Ports,
-    tx_pool: &Mempool,
+    tx_pool: Mempool,
     stop: &AtomicBool,
 ) -> Result<()> {
     let Setup {
         mut builder,
         expect,
     } = setup;
-    let tx_pool = *tx_pool;
     let max_len = builder.max_len();
     let mut txq = ports.tx.tx_queue(0);
     let mut rxq = ports.rx.rx_queue(0);
     // Frames left over from a previous run or the link coming up.
-    drain(&mut rxq, Duration::from_millis(20), Duration::from_secs(1));
+    drain(
+        &mut rxq,
+        Duration::from_millis(20),
+        Duration::from_secs(1),
+        |_| {},
+    );
     let warmup = if a.no_warmup {
         Warmup::default()
     } else {
@@ -558,13 +615,21 @@ fn measure(
 
     let hz = dpdk::tsc_hz();
     let traffic = builder.traffic().clone();
-    let proto = traffic.proto;
-    let mut checker = Checker::new(&traffic, expect);
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
-    let ns_per_cycle = 1e9 / hz as f64;
-    let (mut tx, mut rx) = (TxReport::default(), RxReport::default());
+    let mut recv = Receiver {
+        proto: traffic.proto,
+        ns_per_cycle: 1e9 / hz as f64,
+        latency_every: a.latency_every,
+        check_every: a.check_every,
+        report: RxReport::default(),
+        checker: Checker::new(&traffic, expect),
+        hist: Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?,
+        check_n: 0,
+        lat_n: 0,
+    };
+    let mut tx = TxReport::default();
     let (mut out, mut inb) = (Burst::new(), Burst::new());
-    let (mut check_n, mut lat_n) = (0u32, 0u32);
+    // Bytes (with FCS) of the frames waiting in `out`.
+    let mut out_bytes = 0u64;
     let tx_stats0 = ports.tx.stats()?;
     let rx_stats0 = ports.rx.stats()?;
 
@@ -573,33 +638,6 @@ fn measure(
     let cycles_per_packet = match a.rate {
         Rate::Max => 0.0,
         Rate::Pps(pps) => hz as f64 / pps,
-    };
-    let rx_one = |inb: &mut Burst,
-                  rx: &mut RxReport,
-                  checker: &mut Checker,
-                  hist: &mut Histogram<u64>,
-                  check_n: &mut u32,
-                  lat_n: &mut u32| {
-        let now = dpdk::rdtsc();
-        for m in inb.as_mut_slice().iter() {
-            let data = m.data();
-            rx.packets += 1;
-            rx.bytes += u64::from(m.pkt_len()) + FCS as u64;
-            *lat_n += 1;
-            if *lat_n >= a.latency_every {
-                *lat_n = 0;
-                if let Some(s) = read_stamp(data, proto) {
-                    let ns = (stamp_age(s, now) as f64 * ns_per_cycle) as u64;
-                    hist.saturating_record(ns.max(1));
-                }
-            }
-            *check_n += 1;
-            if *check_n >= a.check_every {
-                *check_n = 0;
-                checker.check(data);
-            }
-        }
-        inb.clear();
     };
     let mut now = start;
     while now < end && !stop.load(Ordering::Relaxed) {
@@ -616,9 +654,8 @@ fn measure(
             let have = out.len();
             if tx_pool.alloc_bulk(&mut out, want) {
                 for m in &mut out.as_mut_slice()[have..] {
-                    m.set_len(max_len as u16);
-                    let n = builder.write_next(m.data_mut(), now);
-                    m.set_len(n as u16);
+                    build(m, max_len as u16, |buf| builder.write_next(buf, now));
+                    out_bytes += u64::from(m.pkt_len()) + FCS as u64;
                 }
                 tx.offered += want as u64;
             } else {
@@ -626,51 +663,41 @@ fn measure(
             }
         }
         if !out.is_empty() {
-            let before = frame_bytes(&mut out);
-            let sent = txq.tx_burst(&mut out);
-            tx.sent += sent as u64;
+            tx.sent += txq.tx_burst(&mut out) as u64;
             let unsent = frame_bytes(&mut out);
-            tx.bytes += before - unsent;
+            tx.bytes += out_bytes - unsent;
+            out_bytes = unsent;
             if !out.is_empty() && a.rate != Rate::Max {
                 // Below full speed a refusal is a drop at the generator.
                 tx.refused += out.len() as u64;
                 out.clear();
+                out_bytes = 0;
             }
         }
         if rxq.rx_burst(&mut inb) > 0 {
-            rx_one(
-                &mut inb,
-                &mut rx,
-                &mut checker,
-                &mut hist,
-                &mut check_n,
-                &mut lat_n,
-            );
+            recv.take(&mut inb);
         }
         now = dpdk::rdtsc();
     }
     let elapsed = (now - start) as f64 / hz as f64;
     // Frames still in flight: receive until the link is quiet.
-    let quiet = Duration::from_millis(50);
-    let (t0, mut last) = (Instant::now(), Instant::now());
-    while t0.elapsed() < Duration::from_secs(2) && last.elapsed() < quiet {
-        if rxq.rx_burst(&mut inb) > 0 {
-            rx_one(
-                &mut inb,
-                &mut rx,
-                &mut checker,
-                &mut hist,
-                &mut check_n,
-                &mut lat_n,
-            );
-            last = Instant::now();
-        }
-    }
+    drain(
+        &mut rxq,
+        Duration::from_millis(50),
+        Duration::from_secs(2),
+        |b| recv.take(b),
+    );
     let tx_stats1 = ports.tx.stats()?;
     let rx_stats1 = ports.rx.stats()?;
     let gbps = |bytes: u64| bytes as f64 * 8.0 / elapsed / 1e9;
     tx.pps = tx.sent as f64 / elapsed;
     tx.gbps = gbps(tx.bytes);
+    let Receiver {
+        report: mut rx,
+        checker,
+        hist,
+        ..
+    } = recv;
     rx.pps = rx.packets as f64 / elapsed;
     rx.gbps = gbps(rx.bytes);
     let latency = (!hist.is_empty()).then(|| Latency {
