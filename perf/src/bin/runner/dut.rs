@@ -2,7 +2,7 @@
 //! and the generator, and how their counters are read over exactly the
 //! measured interval.
 
-use crate::{Env, Lines, Opts, Reaped};
+use crate::{remove_runtime_dir, Env, Lines, Opts, Reaped};
 use anyhow::{anyhow, bail, Context, Result};
 use firmware_config::client::Client;
 use firmware_config::control::{Command as Ctl, StatsReply, StatusReply};
@@ -180,28 +180,13 @@ impl Dut {
             Dut::Testpmd(mut t) => {
                 let _ = writeln!(t.stdin, "quit");
                 let _ = t.stdin.flush();
-                wait_exit(&mut t.child, Duration::from_secs(10));
+                // Still running after that: Reaped's drop stops it.
+                t.child.exited_within(Duration::from_secs(10));
             }
-            Dut::Sluiced(mut s) => {
-                // SAFETY: kill(2) on our own child's pid.
-                unsafe { libc::kill(s.child.0.id() as i32, libc::SIGTERM) };
-                wait_exit(&mut s.child, Duration::from_secs(10));
-            }
+            Dut::Sluiced(mut s) => s.child.stop(Duration::from_secs(10)),
         }
-        // testpmd without hugepages leaves its runtime directory behind.
-        let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(DUT_PREFIX));
+        remove_runtime_dir(DUT_PREFIX);
     }
-}
-
-fn wait_exit(c: &mut Reaped, limit: Duration) {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if let Ok(Some(_)) = c.0.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // Reaped's drop kills it.
 }
 
 /// EAL arguments shared by the devices: lcores 0 (main) and 1 (worker)

@@ -334,8 +334,7 @@ fn run(opts: &Opts, stop: &AtomicBool) -> Result<bool> {
         // The generator leaves first: its end of the links closes while the
         // device still runs, not under traffic.
         drop(gen);
-        // Without hugepages EAL leaves its runtime directory behind.
-        let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join("sluice-perf-gen"));
+        remove_runtime_dir(GEN_PREFIX);
         if let Some(d) = dut.take() {
             d.stop();
         }
@@ -531,27 +530,50 @@ impl Lines {
     }
 }
 
-/// Stops a child still running when dropped: SIGTERM, then SIGKILL after
-/// five seconds.
+/// A child process, stopped when dropped if still running.
 pub struct Reaped(Child);
 
-impl Drop for Reaped {
-    fn drop(&mut self) {
+impl Reaped {
+    /// Waits up to `limit` for the child to exit; true if it has.
+    pub fn exited_within(&mut self, limit: Duration) -> bool {
+        let t0 = Instant::now();
+        loop {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return true;
+            }
+            if t0.elapsed() >= limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, up to `limit` to exit, then SIGKILL.
+    pub fn stop(&mut self, limit: Duration) {
         if let Ok(None) = self.0.try_wait() {
             // SAFETY: kill(2) on our own child's pid.
             unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-            let t0 = Instant::now();
-            while t0.elapsed() < Duration::from_secs(5) {
-                if let Ok(Some(_)) = self.0.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+            if !self.exited_within(limit) {
+                let _ = self.0.kill();
             }
-            let _ = self.0.kill();
         }
         let _ = self.0.wait();
     }
 }
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
+
+/// EAL's runtime directory of a process run without hugepages is left
+/// behind: removed once the process has gone.
+pub fn remove_runtime_dir(file_prefix: &str) {
+    let _ = std::fs::remove_dir_all(Path::new("/var/run/dpdk").join(file_prefix));
+}
+
+const GEN_PREFIX: &str = "sluice-perf-gen";
 
 /// A `sluice-pktgen --sync` connected to the device, kept across runs so
 /// the links are never torn down while the device polls them (DPDK 22.11's
@@ -568,7 +590,7 @@ impl Gen {
         let o = env.opts;
         let mut cmd = Command::new(o.bin("sluice-pktgen"));
         cmd.args(["--cpu", &o.gen_cpu.to_string()])
-            .args(["--file-prefix", "sluice-perf-gen"])
+            .args(["--file-prefix", GEN_PREFIX])
             .args(["--src-ip", "198.19.0.0/16"])
             .args([
                 "--dst-ip",
