@@ -46,9 +46,11 @@ pub struct Worker {
     /// new neighbour reaches the tables within microseconds. Only ARP and
     /// unresolved-neighbour packets wake it, never ordinary traffic.
     waker: Option<std::thread::Thread>,
-    /// Paced expiry sweep: slots due for examination, and the flow-clock
-    /// time they were last accounted at.
+    /// Paced expiry sweep: slots due for examination, the remainder of
+    /// slot-milliseconds not yet a whole slot, and the flow-clock time they
+    /// were last accounted at.
     sweep_due: u64,
+    sweep_rem: u64,
     sweep_at: u32,
 }
 
@@ -78,6 +80,7 @@ impl Worker {
             hints,
             waker: None,
             sweep_due: 0,
+            sweep_rem: 0,
             sweep_at: 0,
         }
     }
@@ -630,9 +633,13 @@ impl Worker {
         if elapsed > 0 {
             self.sweep_at = now;
             let slots = self.flows.slots() as u64;
-            let add = slots * u64::from(elapsed.min(SWEEP_PERIOD_MS)) / u64::from(SWEEP_PERIOD_MS);
+            let period = u64::from(SWEEP_PERIOD_MS);
+            // Exact pace: the remainder carries over, so a pass takes one
+            // period whatever the table size and the call rate.
+            let owed = self.sweep_rem + slots * u64::from(elapsed.min(SWEEP_PERIOD_MS));
+            self.sweep_rem = owed % period;
             // Never more than one full pass owed.
-            self.sweep_due = (self.sweep_due + add.max(1)).min(slots);
+            self.sweep_due = (self.sweep_due + owed / period).min(slots);
         }
         if self.sweep_due == 0 {
             return 0;
