@@ -140,7 +140,7 @@ struct Machine {
     dpdk: String,
 }
 
-fn machine(testpmd: &str) -> Machine {
+fn machine() -> Machine {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -154,20 +154,13 @@ fn machine(testpmd: &str) -> Machine {
         .unwrap_or_default()
         .trim()
         .to_string();
-    let dpdk = Command::new(testpmd)
-        .arg("--version")
-        .output()
-        .ok()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
-        })
-        .and_then(|s| s.lines().find(|l| l.contains("DPDK")).map(str::to_string))
-        .unwrap_or_default();
     Machine {
         cpu,
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         kernel,
-        dpdk,
+        // The library the generator and sluiced link; testpmd comes from the
+        // same Debian packages.
+        dpdk: dpdk::version(),
     }
 }
 
@@ -350,7 +343,7 @@ fn run(opts: &Opts, stop: &AtomicBool) -> Result<bool> {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    let m = machine(&opts.testpmd);
+    let m = machine();
     let title = format!(
         "Sluice vs testpmd, {} links, 1 core each ({}, {})",
         opts.link, m.cpu, date
