@@ -4,13 +4,19 @@
 //! Exit codes: 0 success; 1 sluiced answered with an error; 2 bad usage or
 //! an invalid configuration; 3 sluiced is not reachable.
 
+mod controller;
 mod table;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use firmware_config::client::{Client, CtlError};
-use firmware_config::control::{Command, StatsReply, StatusReply, VipListReply};
-use std::path::PathBuf;
+use firmware_config::control::{
+    ChangeReply, Command, ConfigDumpReply, FlowListReply, PolicyShowReply, SelectionKind,
+    StatsReply, StatusReply, VipListReply,
+};
+use firmware_config::{Backend, MacAddr, Mode, Policy, Protocol, Vip};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use table::{human_bytes, Table};
 
@@ -43,15 +49,78 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// VIPs.
+    /// VIPs: list, add, change, remove.
     Vip {
         #[command(subcommand)]
         cmd: VipCmd,
     },
-    /// Configuration files.
+    /// Backends of a VIP: add, remove, re-weight, drain, undrain.
+    Backend {
+        #[command(subcommand)]
+        cmd: BackendCmd,
+    },
+    /// A VIP's balancing policy: set it, or explain its decision.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+    /// Flows in the dataplane.
+    Flow {
+        #[command(subcommand)]
+        cmd: FlowCmd,
+    },
+    /// Configuration files: check, apply to the running sluiced, dump.
     Config {
         #[command(subcommand)]
         cmd: ConfigCmd,
+    },
+    /// The controller: health checks, agents, policies, server list.
+    Run {
+        /// Configuration file (the appliance's, with its [controller] section).
+        #[arg(long)]
+        config: PathBuf,
+        /// Name the controller reports to sluiced (default: controller@HOST pid).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// A backend agent: reports load to the controller every interval.
+    Agent {
+        /// The controller's agent address (its [controller] agent_listen).
+        #[arg(long)]
+        controller: std::net::SocketAddrV4,
+        /// File with the key shared with the controller.
+        #[arg(long)]
+        key_file: PathBuf,
+        /// Name to report under (a backend's `agent`, or its address).
+        #[arg(long)]
+        name: String,
+        /// Seconds between reports.
+        #[arg(long, default_value_t = 2.0)]
+        interval: f64,
+        /// Count established connections on this local port.
+        #[arg(long)]
+        service_port: Option<u16>,
+        /// Shell command whose first printed number is reported as `custom`
+        /// (the backend's spare capacity, 0 to 1, for the agent policies).
+        #[arg(long)]
+        command: Option<String>,
+        /// Stop after this many reports.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Seed 003's client: fetch the server list, pick a server, connect.
+    Pick {
+        /// The VIP: name, address:port/protocol or address:port.
+        vip: String,
+        /// The controller's server-list address.
+        #[arg(long)]
+        from: SocketAddr,
+        /// Connect timeout in seconds.
+        #[arg(long, default_value_t = 1.0)]
+        timeout: f64,
+        /// Print the steps taken.
+        #[arg(long, short)]
+        verbose: bool,
     },
 }
 
@@ -60,6 +129,112 @@ enum VipCmd {
     /// VIPs with their backends and Maglev shares.
     List {
         /// Print the raw JSON reply.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a VIP with its backends.
+    Add {
+        /// address:port/protocol, e.g. 198.18.100.2:80/tcp.
+        vip: String,
+        /// dr or nat.
+        #[arg(long)]
+        mode: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// maglev, link-load, least-conn, response-time, agent-load, capacity-ranges.
+        #[arg(long)]
+        policy: Option<String>,
+        /// Backends: address[:port][@weight]; at least one.
+        #[arg(long = "backend", required = true)]
+        backends: Vec<String>,
+    },
+    /// Change a VIP's name, mode or policies.
+    Set {
+        vip: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        mode: Option<String>,
+        #[arg(long)]
+        policy: Option<String>,
+        #[arg(long)]
+        group_policy: Option<String>,
+    },
+    /// Remove a VIP (its connections end).
+    Remove { vip: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum BackendCmd {
+    /// Add a backend to a VIP.
+    Add {
+        vip: String,
+        /// address or address:port.
+        backend: String,
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+        #[arg(long, default_value_t = 0)]
+        priority: u32,
+        #[arg(long)]
+        group: Option<String>,
+        #[arg(long)]
+        mac: Option<String>,
+        #[arg(long)]
+        egress: Option<String>,
+        /// Name its agent reports under.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Add it draining.
+        #[arg(long)]
+        drain: bool,
+    },
+    /// Remove a backend (its connections move to the others).
+    Remove { vip: String, backend: String },
+    /// Change a backend's weight, priority or group.
+    Set {
+        vip: String,
+        backend: String,
+        #[arg(long)]
+        weight: Option<u32>,
+        #[arg(long)]
+        priority: Option<u32>,
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// No new connections; established ones stay until they end.
+    Drain { vip: String, backend: String },
+    /// Take new connections again.
+    Undrain { vip: String, backend: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCmd {
+    /// Set a VIP's policy.
+    Set {
+        vip: String,
+        policy: String,
+        /// Policy choosing among backend groups.
+        #[arg(long)]
+        group_policy: Option<String>,
+    },
+    /// Explain a VIP's selection: inputs per backend, weights, ranges.
+    Show {
+        vip: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FlowCmd {
+    /// List flows (oldest first).
+    List {
+        #[arg(long)]
+        vip: Option<String>,
+        #[arg(long)]
+        backend: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
         #[arg(long)]
         json: bool,
     },
@@ -72,6 +247,18 @@ enum ConfigCmd {
         /// The TOML file.
         file: PathBuf,
     },
+    /// Validate a whole file and apply its VIPs, backends and controller
+    /// settings to the running sluiced (nothing changes on any error).
+    Apply { file: PathBuf },
+    /// Print the running configuration as TOML.
+    Dump,
+}
+
+/// The socket given on the command line or in the environment, if any.
+fn socket_override(cli: &Cli) -> Option<PathBuf> {
+    cli.socket
+        .clone()
+        .or_else(|| std::env::var_os("SLUICE_SOCKET").map(PathBuf::from))
 }
 
 fn socket_path(cli: &Cli) -> PathBuf {
@@ -98,11 +285,308 @@ fn main() -> ExitCode {
     }
 }
 
+fn parse_policy(s: &str) -> Result<Policy> {
+    s.parse::<Policy>().map_err(|e| anyhow::anyhow!(e))
+}
+
+fn parse_mode(s: &str) -> Result<Mode> {
+    match s {
+        "dr" => Ok(Mode::Dr),
+        "nat" => Ok(Mode::Nat),
+        _ => bail!("unknown mode \"{s}\"; use dr or nat"),
+    }
+}
+
+/// `address:port/protocol`.
+fn parse_service(s: &str) -> Result<(Ipv4Addr, u16, Protocol)> {
+    let bad = || anyhow::anyhow!("\"{s}\" is not address:port/protocol, e.g. 198.18.100.2:80/tcp");
+    let (ap, proto) = s.split_once('/').ok_or_else(bad)?;
+    let (a, p) = ap.split_once(':').ok_or_else(bad)?;
+    let proto = match proto {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        _ => return Err(bad()),
+    };
+    Ok((
+        a.parse().map_err(|_| bad())?,
+        p.parse().map_err(|_| bad())?,
+        proto,
+    ))
+}
+
+/// `address[:port][@weight]`.
+fn parse_backend(s: &str) -> Result<Backend> {
+    let bad = || anyhow::anyhow!("\"{s}\" is not address[:port][@weight], e.g. 198.18.2.11:8080@2");
+    let (ap, weight) = match s.split_once('@') {
+        Some((ap, w)) => (ap, w.parse().map_err(|_| bad())?),
+        None => (s, 1),
+    };
+    let (address, port) = match ap.split_once(':') {
+        Some((a, p)) => (
+            a.parse().map_err(|_| bad())?,
+            Some(p.parse().map_err(|_| bad())?),
+        ),
+        None => (ap.parse().map_err(|_| bad())?, None),
+    };
+    Ok(Backend {
+        address,
+        port,
+        weight,
+        mac: None,
+        egress: None,
+        drain: false,
+        priority: 0,
+        group: None,
+        agent: None,
+    })
+}
+
+fn print_changes(v: serde_json::Value) -> Result<()> {
+    let r: ChangeReply = serde_json::from_value(v)?;
+    for c in &r.changes {
+        println!("{c}");
+    }
+    println!("tables generation {}", r.tables_generation);
+    Ok(())
+}
+
 fn run(cli: &Cli) -> Result<()> {
+    let client = || Client::new(socket_path(cli));
+    let change = |cmd: Command| -> Result<()> { print_changes(client().call(cmd)?) };
     match &cli.cmd {
         Cmd::Config {
             cmd: ConfigCmd::Check { file },
         } => config_check(file),
+        Cmd::Config {
+            cmd: ConfigCmd::Apply { file },
+        } => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            change(Command::ConfigApply {
+                file: file.display().to_string(),
+                text,
+            })
+        }
+        Cmd::Config {
+            cmd: ConfigCmd::Dump,
+        } => {
+            let r: ConfigDumpReply = serde_json::from_value(client().call(Command::ConfigDump)?)?;
+            print!("{}", r.toml);
+            Ok(())
+        }
+        Cmd::Vip {
+            cmd:
+                VipCmd::Add {
+                    vip,
+                    mode,
+                    name,
+                    policy,
+                    backends,
+                },
+        } => {
+            let (address, port, protocol) = parse_service(vip)?;
+            let vip = Vip {
+                name: name.clone(),
+                address,
+                port,
+                protocol,
+                mode: parse_mode(mode)?,
+                policy: policy
+                    .as_deref()
+                    .map(parse_policy)
+                    .transpose()?
+                    .unwrap_or_default(),
+                group_policy: None,
+                health: None,
+                backends: backends
+                    .iter()
+                    .map(|b| parse_backend(b))
+                    .collect::<Result<_>>()?,
+            };
+            change(Command::VipAdd { vip })
+        }
+        Cmd::Vip {
+            cmd:
+                VipCmd::Set {
+                    vip,
+                    name,
+                    mode,
+                    policy,
+                    group_policy,
+                },
+        } => change(Command::VipSet {
+            vip: vip.clone(),
+            name: name.clone(),
+            mode: mode.as_deref().map(parse_mode).transpose()?,
+            policy: policy.as_deref().map(parse_policy).transpose()?,
+            group_policy: group_policy.as_deref().map(parse_policy).transpose()?,
+        }),
+        Cmd::Vip {
+            cmd: VipCmd::Remove { vip },
+        } => change(Command::VipRemove { vip: vip.clone() }),
+        Cmd::Backend { cmd } => match cmd {
+            BackendCmd::Add {
+                vip,
+                backend,
+                weight,
+                priority,
+                group,
+                mac,
+                egress,
+                agent,
+                drain,
+            } => {
+                let mut b = parse_backend(backend)?;
+                b.weight = *weight;
+                b.priority = *priority;
+                b.group = group.clone();
+                b.mac = mac
+                    .as_deref()
+                    .map(|m| {
+                        m.parse::<MacAddr>()
+                            .map_err(|e| anyhow::anyhow!("--mac: {e}"))
+                    })
+                    .transpose()?;
+                b.egress = egress.clone();
+                b.agent = agent.clone();
+                b.drain = *drain;
+                change(Command::BackendAdd {
+                    vip: vip.clone(),
+                    backend: b,
+                })
+            }
+            BackendCmd::Remove { vip, backend } => change(Command::BackendRemove {
+                vip: vip.clone(),
+                backend: backend.clone(),
+            }),
+            BackendCmd::Set {
+                vip,
+                backend,
+                weight,
+                priority,
+                group,
+            } => change(Command::BackendSet {
+                vip: vip.clone(),
+                backend: backend.clone(),
+                weight: *weight,
+                drain: None,
+                priority: *priority,
+                group: group.clone(),
+            }),
+            BackendCmd::Drain { vip, backend } | BackendCmd::Undrain { vip, backend } => {
+                change(Command::BackendSet {
+                    vip: vip.clone(),
+                    backend: backend.clone(),
+                    weight: None,
+                    drain: Some(matches!(cmd, BackendCmd::Drain { .. })),
+                    priority: None,
+                    group: None,
+                })
+            }
+        },
+        Cmd::Policy {
+            cmd:
+                PolicyCmd::Set {
+                    vip,
+                    policy,
+                    group_policy,
+                },
+        } => change(Command::PolicySet {
+            vip: vip.clone(),
+            policy: parse_policy(policy)?,
+            group_policy: group_policy.as_deref().map(parse_policy).transpose()?,
+        }),
+        Cmd::Policy {
+            cmd: PolicyCmd::Show { vip, json },
+        } => {
+            let v = client().call(Command::PolicyShow { vip: vip.clone() })?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_policy(&serde_json::from_value(v)?);
+            }
+            Ok(())
+        }
+        Cmd::Flow {
+            cmd:
+                FlowCmd::List {
+                    vip,
+                    backend,
+                    limit,
+                    json,
+                },
+        } => {
+            let v = client().call(Command::FlowList {
+                vip: vip.clone(),
+                backend: backend.clone(),
+                limit: *limit,
+            })?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print_flows(&serde_json::from_value(v)?);
+            }
+            Ok(())
+        }
+        Cmd::Run { config, name } => controller::run(config, socket_override(cli), name.clone()),
+        Cmd::Agent {
+            controller,
+            key_file,
+            name,
+            interval,
+            service_port,
+            command,
+            count,
+        } => {
+            if !(interval.is_finite() && *interval > 0.0) {
+                bail!("--interval must be a positive number of seconds");
+            }
+            let key = ctl::agent::load_key(key_file)?;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(sig, std::sync::Arc::clone(&stop))?;
+            }
+            ctl::agent::run_agent(
+                ctl::agent::AgentOptions {
+                    name: name.clone(),
+                    controller: *controller,
+                    key,
+                    interval_s: *interval,
+                    service_port: *service_port,
+                    command: command.clone(),
+                    count: *count,
+                },
+                stop,
+            )
+        }
+        Cmd::Pick {
+            vip,
+            from,
+            timeout,
+            verbose,
+        } => {
+            let t = std::time::Duration::from_secs_f64(timeout.max(0.01));
+            let out = ctl::serverlist::pick(
+                *from,
+                vip,
+                t,
+                3,
+                &mut rand::thread_rng(),
+                ctl::serverlist::tcp_connect,
+            );
+            match out {
+                Ok(o) => {
+                    if *verbose {
+                        for a in &o.attempts {
+                            eprintln!("{a}");
+                        }
+                    }
+                    println!("{}", o.server);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
         Cmd::Status { json } => {
             let v = Client::new(socket_path(cli)).call(Command::Status)?;
             if *json {
@@ -135,7 +619,99 @@ fn run(cli: &Cli) -> Result<()> {
     }
 }
 
-fn config_check(file: &std::path::Path) -> Result<()> {
+fn print_policy(r: &PolicyShowReply) {
+    println!(
+        "VIP {}: policy {}{}, from {}{}",
+        r.vip,
+        r.policy,
+        r.group_policy
+            .map(|g| format!(" (groups chosen by {g})"))
+            .unwrap_or_default(),
+        r.source,
+        r.age_s
+            .map(|a| format!(", computed {a:.1} s ago"))
+            .unwrap_or_default()
+    );
+    println!("{}", r.summary);
+    println!();
+    let ranges = r.kind == SelectionKind::Ranges;
+    // Configured weight, drain, priority and health have columns of their own.
+    let shown = ["configured_weight", "drain", "priority", "up"];
+    let mut keys: Vec<&String> = r
+        .backends
+        .iter()
+        .flat_map(|b| b.inputs.keys())
+        .filter(|k| !shown.contains(&k.as_str()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let mut header = vec!["BACKEND", "PRIO", "GROUP", "STATE", "CFG W"];
+    header.extend(keys.iter().map(|k| k.as_str()));
+    header.extend(["WEIGHT", "SHARE"]);
+    if ranges {
+        header.push("RANGE");
+    }
+    let upper: Vec<String> = header.iter().map(|h| h.to_uppercase()).collect();
+    let mut t = Table::new(&upper.iter().map(String::as_str).collect::<Vec<_>>());
+    for b in &r.backends {
+        let mut row = vec![
+            format!("{}:{}", b.address, b.port),
+            b.priority.to_string(),
+            b.group.clone().unwrap_or_else(|| "-".into()),
+            if !b.up {
+                "down".into()
+            } else if b.drain {
+                "draining".into()
+            } else {
+                "up".into()
+            },
+            b.configured_weight.to_string(),
+        ];
+        row.extend(keys.iter().map(|k| {
+            b.inputs
+                .get(*k)
+                .map_or_else(|| "-".to_string(), |v| format!("{v:.3}"))
+        }));
+        row.push(b.weight.to_string());
+        row.push(format!("{:.1}%", b.share_percent));
+        if ranges {
+            row.push(
+                b.range
+                    .map_or_else(|| "-".into(), |(s, e)| format!("[{s}, {e})")),
+            );
+        }
+        t.row(row);
+    }
+    t.print();
+    println!("table size {}", r.table_size);
+}
+
+fn print_flows(r: &FlowListReply) {
+    let mut t = Table::new(&[
+        "CLIENT", "VIP", "PROTO", "BACKEND", "WORKER", "STATE", "AGE",
+    ]);
+    for f in &r.flows {
+        t.row(vec![
+            f.client.clone(),
+            f.vip.clone(),
+            f.protocol.clone(),
+            f.backend.clone(),
+            f.worker.to_string(),
+            f.state.clone(),
+            format!("{:.1} s", f.age_s),
+        ]);
+    }
+    t.print();
+    println!("{} flow(s) shown of {} matching", r.flows.len(), r.matched);
+    if r.events_dropped > 0 {
+        println!(
+            "warning: {} flow events were lost (ring full): the list may be incomplete",
+            r.events_dropped
+        );
+    }
+}
+
+fn config_check(file: &Path) -> Result<()> {
     match firmware_config::load(file) {
         Ok(cfg) => {
             let backends: usize = cfg.vips.iter().map(|v| v.backends.len()).sum();

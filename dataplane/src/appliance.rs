@@ -6,15 +6,17 @@
 use crate::counters::{
     self, Counter, DropReason, WorkerCounters, MAX_BACKENDS, MAX_PORTS, MAX_VIPS,
 };
+use crate::flowmirror::FlowMirror;
 use crate::neighbours::NeighbourCache;
 use crate::tables::{
-    BackendInfo, ForwardMode, PortInfo, Tables, VipInfo, VipSpec, PROTO_TCP, PROTO_UDP,
+    BackendInfo, ForwardMode, Layout, PortInfo, Tables, VipInfo, VipSpec, PROTO_TCP, PROTO_UDP,
 };
 use firmware_config::control::{
-    BackendEntry, BackendStats, FlowStats, NicStats, PortStats, StatsReply, VipEntry, VipListReply,
-    VipStats,
+    BackendEntry, BackendStats, FlowEntryView, FlowListReply, FlowStats, NicStats, PolicyBackend,
+    PolicyShowReply, PortStats, SelectionKind, SelectionSetReply, StatsReply, VipEntry,
+    VipListReply, VipSelection, VipStats,
 };
-use firmware_config::{Config, Mode, Protocol};
+use firmware_config::{Config, Mode, Policy, Protocol};
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -44,6 +46,32 @@ pub struct Appliance {
     vips: Vec<Arc<VipInfo>>,
     generation: u64,
     cache: Arc<NeighbourCache>,
+    /// Health pushed by the controller, by stable backend identity; kept
+    /// across reconfigurations (a backend that is down stays down).
+    health: HashMap<BackendKey, bool>,
+    /// The controller's last selection per VIP.
+    selections: HashMap<VipKey, Pushed>,
+}
+
+/// A VIP's identity across reconfigurations: (address, port, protocol).
+type VipKey = (u32, u16, Protocol);
+/// A backend's identity: its VIP and (address, port).
+type BackendKey = (VipKey, u32, u16);
+
+fn vip_key(v: &firmware_config::Vip) -> VipKey {
+    (u32::from(v.address), v.port, v.protocol)
+}
+
+/// A selection the controller pushed for one VIP.
+#[derive(Debug, Clone)]
+struct Pushed {
+    controller: String,
+    policy: Policy,
+    kind: SelectionKind,
+    summary: String,
+    at_s: f64,
+    /// (address, port) → (weight, measured inputs).
+    weights: HashMap<(u32, u16), (u32, BTreeMap<String, f64>)>,
 }
 
 /// Stable ids. A VIP keeps its id while its (address, port, protocol) stays
@@ -184,6 +212,8 @@ impl Appliance {
             vips: Vec::new(),
             generation: 0,
             cache: Arc::default(),
+            health: HashMap::new(),
+            selections: HashMap::new(),
         };
         // A validated config within `check_limits` always fits the id space.
         a.reconfigure(config)
@@ -247,13 +277,17 @@ impl Appliance {
                     .mac
                     .map(|m| m.0)
                     .or_else(|| hop.and_then(|h| self.neighbours.get(&(egress, h)).map(|n| n.mac)));
+                let port = b.port_or(vip.port);
+                let healthy = self.health.get(&(vip_key(vip), addr, port)) != Some(&false);
                 out[id as usize] = Some(BackendInfo {
                     id,
                     vip: *vid,
                     addr,
-                    port: b.port_or(vip.port),
+                    port,
                     weight: b.weight,
-                    accepts_new: b.weight > 0,
+                    accepts_new: b.weight > 0 && !b.drain && healthy,
+                    drain: b.drain,
+                    healthy,
                     alive: true,
                     egress_port: egress,
                     next_hop_mac,
@@ -278,7 +312,8 @@ impl Appliance {
                     .iter()
                     .filter_map(|&id| backends[id as usize].as_ref())
                     .collect();
-                Arc::new(VipInfo::build(
+                let (weights, layout) = self.selection_weights(v, &members);
+                Arc::new(VipInfo::build_with(
                     VipSpec {
                         index: *vid,
                         label: v.label(),
@@ -291,10 +326,282 @@ impl Appliance {
                         },
                     },
                     &members,
+                    &weights,
+                    layout,
                     size,
                 ))
             })
             .collect();
+    }
+
+    /// The weights a VIP's table is built with: the controller's, when it
+    /// pushed some for the VIP's current policy, else the configured ones.
+    /// A backend the push does not know (added since) gets its configured
+    /// weight scaled to the pushed ones until the next push.
+    fn selection_weights(
+        &self,
+        v: &firmware_config::Vip,
+        members: &[&BackendInfo],
+    ) -> (Vec<u32>, Layout) {
+        let configured: Vec<u32> = members.iter().map(|b| b.weight).collect();
+        let Some(p) = self
+            .selections
+            .get(&vip_key(v))
+            .filter(|p| p.policy == v.policy)
+        else {
+            return (configured, Layout::Maglev);
+        };
+        let (mut pushed_sum, mut cfg_sum) = (0u64, 0u64);
+        for b in members {
+            if let Some((w, _)) = p.weights.get(&(b.addr, b.port)) {
+                pushed_sum += u64::from(*w);
+                cfg_sum += u64::from(b.weight);
+            }
+        }
+        let scale = if pushed_sum > 0 && cfg_sum > 0 {
+            pushed_sum as f64 / cfg_sum as f64
+        } else {
+            1.0
+        };
+        let weights = members
+            .iter()
+            .map(|b| match p.weights.get(&(b.addr, b.port)) {
+                Some((w, _)) => *w,
+                None if b.weight == 0 => 0,
+                None => ((f64::from(b.weight) * scale).round() as u32).clamp(1, u32::MAX / 2),
+            })
+            .collect();
+        let layout = match p.kind {
+            SelectionKind::Weights => Layout::Maglev,
+            SelectionKind::Ranges => Layout::Ranges,
+        };
+        (weights, layout)
+    }
+
+    /// Installs the controller's health verdicts and selection tables.
+    /// Selections for an unknown VIP, or computed for a policy the VIP no
+    /// longer has, are skipped (and said so); health is recorded for every
+    /// backend the VIP has. Call [`Appliance::build_tables`] afterwards.
+    pub fn apply_selection(
+        &mut self,
+        controller: &str,
+        sels: &[VipSelection],
+        now_s: f64,
+    ) -> SelectionSetReply {
+        let mut applied = 0;
+        let mut skipped = Vec::new();
+        for sel in sels {
+            let Ok(i) = firmware_config::edit::find_vip(&self.config, &sel.vip) else {
+                skipped.push(format!("{}: no such VIP", sel.vip));
+                continue;
+            };
+            let v = &self.config.vips[i];
+            let vk = vip_key(v);
+            let known: Vec<(u32, u16)> = v
+                .backends
+                .iter()
+                .map(|b| (u32::from(b.address), b.port_or(v.port)))
+                .collect();
+            for b in &sel.backends {
+                let k = (u32::from(b.address), b.port);
+                if known.contains(&k) {
+                    self.health.insert((vk, k.0, k.1), b.up);
+                }
+            }
+            if sel.policy != v.policy {
+                skipped.push(format!(
+                    "{}: computed for policy {} but the VIP's policy is now {} (health recorded)",
+                    sel.vip, sel.policy, v.policy
+                ));
+                continue;
+            }
+            let weights = sel
+                .backends
+                .iter()
+                .filter(|b| known.contains(&(u32::from(b.address), b.port)))
+                .map(|b| {
+                    (
+                        (u32::from(b.address), b.port),
+                        (b.weight.min(firmware_config::MAX_WEIGHT), b.inputs.clone()),
+                    )
+                })
+                .collect();
+            self.selections.insert(
+                vk,
+                Pushed {
+                    controller: controller.to_string(),
+                    policy: sel.policy,
+                    kind: sel.kind,
+                    summary: sel.summary.clone(),
+                    at_s: now_s,
+                    weights,
+                },
+            );
+            applied += 1;
+        }
+        // Forget the health of backends no longer configured.
+        let live: std::collections::HashSet<BackendKey> = self
+            .config
+            .vips
+            .iter()
+            .flat_map(|v| {
+                v.backends
+                    .iter()
+                    .map(move |b| (vip_key(v), u32::from(b.address), b.port_or(v.port)))
+            })
+            .collect();
+        self.health.retain(|k, _| live.contains(k));
+        self.rebuild_vips(&self.assigned.clone());
+        SelectionSetReply {
+            applied,
+            skipped,
+            tables_generation: self.generation,
+        }
+    }
+
+    /// The `policy_show` reply for the VIP `sel`.
+    pub fn policy_show(&self, sel: &str, now_s: f64) -> Result<PolicyShowReply, String> {
+        let i = firmware_config::edit::find_vip(&self.config, sel)?;
+        let v = &self.config.vips[i];
+        let info = &self.vips[i];
+        let pushed = self
+            .selections
+            .get(&vip_key(v))
+            .filter(|p| p.policy == v.policy);
+        let counts = info.maglev.slot_counts(info.backend_ids.len());
+        let size = info.maglev.size();
+        let backends_now = self.backend_infos(&self.assigned);
+        let members: Vec<&BackendInfo> = info
+            .backend_ids
+            .iter()
+            .filter_map(|&id| backends_now.get(id as usize).and_then(Option::as_ref))
+            .collect();
+        let (weights, layout) = self.selection_weights(v, &members);
+        let backends = v
+            .backends
+            .iter()
+            .zip(members.iter().zip(&weights))
+            .enumerate()
+            .map(|(k, (b, (info_b, &w)))| {
+                let port = b.port_or(v.port);
+                let inputs = pushed
+                    .and_then(|p| p.weights.get(&(u32::from(b.address), port)))
+                    .map(|(_, inp)| inp.clone())
+                    .unwrap_or_default();
+                PolicyBackend {
+                    address: b.address.to_string(),
+                    port,
+                    configured_weight: b.weight,
+                    drain: b.drain,
+                    priority: b.priority,
+                    group: b.group.clone(),
+                    up: info_b.healthy,
+                    inputs,
+                    weight: if info_b.accepts_new { w } else { 0 },
+                    share_percent: f64::from(counts.get(k).copied().unwrap_or(0)) * 100.0
+                        / f64::from(size.max(1)),
+                    range: match layout {
+                        Layout::Ranges => info.maglev.range_of(k as u32),
+                        Layout::Maglev => None,
+                    },
+                }
+            })
+            .collect();
+        Ok(PolicyShowReply {
+            vip: v.label(),
+            policy: v.policy,
+            group_policy: v.group_policy,
+            source: pushed.map_or_else(|| "sluiced".to_string(), |p| p.controller.clone()),
+            age_s: pushed.map(|p| now_s - p.at_s),
+            kind: pushed.map_or(SelectionKind::Weights, |p| p.kind),
+            summary: pushed.map_or_else(
+                || {
+                    format!(
+                        "configured weights{} (no controller has pushed tables for policy {})",
+                        if v.backends.iter().any(|b| b.drain) {
+                            ", draining backends excluded"
+                        } else {
+                            ""
+                        },
+                        v.policy
+                    )
+                },
+                |p| p.summary.clone(),
+            ),
+            table_size: size,
+            backends,
+        })
+    }
+
+    /// The `flow_list` reply from the flow mirror.
+    pub fn flow_list(
+        &self,
+        mirror: &FlowMirror,
+        tables: &Tables,
+        vip: Option<&str>,
+        backend: Option<&str>,
+        limit: usize,
+        now_s: f64,
+    ) -> Result<FlowListReply, String> {
+        let vi = vip
+            .map(|s| firmware_config::edit::find_vip(&self.config, s))
+            .transpose()?;
+        let vid = vi.map(|i| self.vips[i].index);
+        let bid = match (backend, vi) {
+            (None, _) => None,
+            (Some(b), Some(i)) => {
+                let k = firmware_config::edit::find_backend(&self.config, i, b)?;
+                Some(self.assigned[i].1[k])
+            }
+            (Some(b), None) => {
+                let found: Vec<u32> = tables
+                    .backends
+                    .iter()
+                    .flatten()
+                    .filter(|x| {
+                        Ipv4Addr::from(x.addr).to_string() == b
+                            || format!("{}:{}", Ipv4Addr::from(x.addr), x.port) == b
+                    })
+                    .map(|x| x.id)
+                    .collect();
+                match found.as_slice() {
+                    [id] => Some(*id),
+                    [] => return Err(format!("no backend \"{b}\" in any VIP")),
+                    _ => {
+                        return Err(format!(
+                            "backend \"{b}\" serves {} VIPs; name the VIP too (--vip)",
+                            found.len()
+                        ))
+                    }
+                }
+            }
+        };
+        let (matched, flows) = mirror.list(vid, bid, limit);
+        let flows = flows
+            .into_iter()
+            .map(|(w, k, e)| {
+                let v = tables.vip(k.vip);
+                let b = tables.backend(e.backend);
+                FlowEntryView {
+                    client: format!("{}:{}", Ipv4Addr::from(k.client_ip), k.client_port),
+                    vip: v.map_or_else(|| format!("#{}", k.vip), |v| v.label.clone()),
+                    protocol: if k.proto == PROTO_UDP { "udp" } else { "tcp" }.to_string(),
+                    backend: b.map_or_else(
+                        || format!("#{}", e.backend),
+                        |b| format!("{}:{}", Ipv4Addr::from(b.addr), b.port),
+                    ),
+                    worker: w,
+                    state: if e.closing { "closing" } else { "open" }.to_string(),
+                    age_s: (now_s - e.since_s).max(0.0),
+                }
+            })
+            .collect();
+        Ok(FlowListReply {
+            matched,
+            flows,
+            // The caller knows the workers' counters.
+            events_dropped: 0,
+        })
     }
 
     fn port_infos(&self) -> Vec<PortInfo> {
@@ -550,6 +857,10 @@ impl Appliance {
 fn backend_state(b: &BackendInfo) -> &'static str {
     if !b.alive {
         "removed"
+    } else if !b.healthy {
+        "down"
+    } else if b.drain {
+        "draining"
     } else if b.next_hop_mac.is_none() {
         "unresolved"
     } else if !b.accepts_new {
@@ -698,6 +1009,150 @@ port = 53
             .unwrap();
         assert_eq!(new_vip.index, 2);
         assert_eq!(after.vip(2).unwrap().addr, new_vip.addr);
+    }
+
+    fn sel(
+        vip: &str,
+        policy: Policy,
+        kind: SelectionKind,
+        b: &[(&str, u16, bool, u32)],
+    ) -> VipSelection {
+        VipSelection {
+            vip: vip.into(),
+            policy,
+            kind,
+            summary: "test".into(),
+            backends: b
+                .iter()
+                .map(
+                    |&(a, port, up, weight)| firmware_config::control::BackendSelection {
+                        address: a.parse().unwrap(),
+                        port,
+                        up,
+                        weight,
+                        inputs: BTreeMap::from([("x".to_string(), 1.0)]),
+                        group: None,
+                    },
+                )
+                .collect(),
+        }
+    }
+
+    fn shares(app: &Appliance, vip: &str) -> Vec<f64> {
+        app.policy_show(vip, 0.0)
+            .unwrap()
+            .backends
+            .iter()
+            .map(|b| b.share_percent)
+            .collect()
+    }
+
+    #[test]
+    fn pushed_health_and_weights_shape_the_table_and_survive_reconfiguration() {
+        let mut app = Appliance::new(cfg(BASE), vec![[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]]);
+        let web = "198.18.100.1:80/tcp";
+        assert_eq!(
+            shares(&app, web)
+                .iter()
+                .map(|s| s.round())
+                .collect::<Vec<_>>(),
+            vec![50.0, 50.0]
+        );
+        // Down: no slots, but still alive (its flows stay).
+        let r = app.apply_selection(
+            "c1",
+            &[sel(
+                web,
+                Policy::Maglev,
+                SelectionKind::Weights,
+                &[
+                    ("198.18.2.11", 8080, false, 1),
+                    ("198.18.2.12", 8080, true, 1),
+                ],
+            )],
+            10.0,
+        );
+        assert_eq!((r.applied, r.skipped.len()), (1, 0));
+        assert_eq!(shares(&app, web), vec![0.0, 100.0]);
+        let t = app.build_tables();
+        let b0 = t
+            .backends
+            .iter()
+            .flatten()
+            .find(|b| b.addr == 0xc612_020b)
+            .unwrap();
+        assert!(b0.alive && !b0.accepts_new && !b0.healthy);
+        assert_eq!(backend_state(b0), "down");
+        let show = app.policy_show(web, 12.5).unwrap();
+        assert_eq!(show.source, "c1");
+        assert_eq!(show.age_s, Some(2.5));
+        assert_eq!(show.backends[1].inputs.get("x"), Some(&1.0));
+        // Health is kept when an unrelated change rebuilds the tables.
+        let drained = BASE.replace(
+            "address = \"198.18.2.12\"\nport = 8080\n",
+            "address = \"198.18.2.12\"\nport = 8080\n[[vip.backend]]\naddress = \"198.18.2.13\"\nport = 8080\nweight = 3\n",
+        );
+        app.reconfigure(cfg(&drained)).unwrap();
+        let s = shares(&app, web);
+        assert_eq!(s[0], 0.0, "still down after reconfiguration: {s:?}");
+        // .13 is unknown to the push: its configured weight is scaled to
+        // the pushed ones (pushed 1 for cfg 1), so 3:1 against .12.
+        assert!((s[2] / s[1] - 3.0).abs() < 0.2, "{s:?}");
+        // Ranges: contiguous, proportional, in order.
+        let r = app.apply_selection(
+            "c1",
+            &[sel(
+                web,
+                Policy::Maglev,
+                SelectionKind::Ranges,
+                &[
+                    ("198.18.2.11", 8080, true, 1),
+                    ("198.18.2.12", 8080, true, 1),
+                    ("198.18.2.13", 8080, true, 2),
+                ],
+            )],
+            20.0,
+        );
+        assert_eq!(r.applied, 1);
+        let show = app.policy_show(web, 20.0).unwrap();
+        let ranges: Vec<_> = show.backends.iter().map(|b| b.range.unwrap()).collect();
+        assert_eq!(ranges[0].0, 0);
+        assert_eq!(ranges[0].1, ranges[1].0);
+        assert_eq!(ranges[1].1, ranges[2].0);
+        assert_eq!(ranges[2].1, show.table_size);
+        // A push for another policy is skipped but its health is kept.
+        let r = app.apply_selection(
+            "c1",
+            &[
+                sel(
+                    web,
+                    Policy::LeastConn,
+                    SelectionKind::Weights,
+                    &[("198.18.2.13", 8080, false, 1)],
+                ),
+                sel("nope", Policy::Maglev, SelectionKind::Weights, &[]),
+            ],
+            30.0,
+        );
+        assert_eq!(r.applied, 0);
+        assert_eq!(r.skipped.len(), 2, "{:?}", r.skipped);
+        assert_eq!(shares(&app, web)[2], 0.0, ".13 down");
+    }
+
+    #[test]
+    fn drain_takes_no_new_connections_but_stays_alive() {
+        let text = BASE.replacen("port = 8080\n", "port = 8080\ndrain = true\n", 1);
+        let mut app = Appliance::new(cfg(&text), vec![[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]]);
+        let t = app.build_tables();
+        let b0 = t
+            .backends
+            .iter()
+            .flatten()
+            .find(|b| b.addr == 0xc612_020b)
+            .unwrap();
+        assert!(b0.alive && b0.drain && !b0.accepts_new);
+        assert_eq!(backend_state(b0), "draining");
+        assert_eq!(shares(&app, "198.18.100.1:80/tcp"), vec![0.0, 100.0]);
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub fn handle_line(line: &str, handler: &dyn Handler) -> Response {
             )
         }
     }
-    let req: Request = match serde_json::from_value(value) {
+    let req: Request = match Request::from_value(value) {
         Ok(r) => r,
         Err(e) => {
             return Response::error(
@@ -184,6 +184,7 @@ mod tests {
             r#"{"command":"status"}"#,
             r#"{"version":99,"command":"status"}"#,
             r#"{"version":1,"command":"format_disk"}"#,
+            r#"{"version":1,"command":"status","force":true}"#,
             r#"[1,2]"#,
         ] {
             let r = handle_line(line, &h);

@@ -11,5 +11,6 @@ pub mod appliance;
 pub mod control;
 pub mod counters;
 pub mod events;
+pub mod flowmirror;
 pub mod pipeline;
 pub mod tables;

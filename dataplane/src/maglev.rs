@@ -229,6 +229,49 @@ impl MaglevTable {
         MaglevTable { slots }
     }
 
+    /// A table of contiguous ranges (seed 004): backend `i` owns one run of
+    /// slots, in the order given, sized in proportion to `weights[i]`
+    /// (largest remainders round so the runs tile the table). Because
+    /// [`MaglevTable::slot_of`] is monotonic in the hash, each run is one
+    /// contiguous range of the hash space. All weights 0 gives an empty
+    /// table. `size` need not be prime here.
+    pub fn from_ranges(weights: &[u32], size: u32) -> MaglevTable {
+        let total: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+        let mut slots = vec![EMPTY; size as usize].into_boxed_slice();
+        if total == 0 || size == 0 {
+            return MaglevTable { slots };
+        }
+        let m = u64::from(size);
+        let mut counts: Vec<u64> = weights.iter().map(|&w| u64::from(w) * m / total).collect();
+        let mut left = m - counts.iter().sum::<u64>();
+        // Hand the remaining slots to the largest remainders (ties: first).
+        let mut order: Vec<usize> = (0..weights.len()).filter(|&i| weights[i] > 0).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(u64::from(weights[i]) * m % total));
+        for &i in order.iter().cycle() {
+            if left == 0 {
+                break;
+            }
+            counts[i] += 1;
+            left -= 1;
+        }
+        let mut at = 0usize;
+        for (i, &n) in counts.iter().enumerate() {
+            for s in &mut slots[at..at + n as usize] {
+                *s = i as u32;
+            }
+            at += n as usize;
+        }
+        MaglevTable { slots }
+    }
+
+    /// The contiguous slot range `[start, end)` of backend index `i`, if it
+    /// owns one run of slots (as in [`MaglevTable::from_ranges`]).
+    pub fn range_of(&self, i: u32) -> Option<(u32, u32)> {
+        let start = self.slots.iter().position(|&b| b == i)?;
+        let len = self.slots[start..].iter().take_while(|&&b| b == i).count();
+        Some((start as u32, (start + len) as u32))
+    }
+
     /// Slot index for `hash`: multiply-shift reduction into `0..size`.
     #[inline]
     pub fn slot_of(&self, hash: u32) -> usize {
@@ -381,6 +424,26 @@ mod tests {
                 assert_eq!(t.lookup(h), None);
             }
         }
+    }
+
+    #[test]
+    fn ranges_are_contiguous_proportional_and_tile_the_table() {
+        let t = MaglevTable::from_ranges(&[1, 0, 2, 1], 65537);
+        let c = t.slot_counts(4);
+        assert_eq!(c.iter().sum::<u32>(), 65537);
+        assert_eq!(c[1], 0);
+        assert!((i64::from(c[2]) - 2 * i64::from(c[0])).abs() <= 2, "{c:?}");
+        assert_eq!(t.range_of(0), Some((0, c[0])));
+        assert_eq!(t.range_of(2), Some((c[0], c[0] + c[2])));
+        assert_eq!(t.range_of(3), Some((c[0] + c[2], 65537)));
+        assert_eq!(t.range_of(1), None);
+        // Monotonic: hashes map to backends in range order.
+        assert_eq!(t.lookup(0), Some(0));
+        assert_eq!(t.lookup(u32::MAX), Some(3));
+        assert_eq!(t.lookup(u32::MAX / 2), Some(2));
+        let empty = MaglevTable::from_ranges(&[0, 0], 7);
+        assert_eq!(empty.lookup(5), None);
+        assert_eq!(MaglevTable::from_ranges(&[], 7).lookup(1), None);
     }
 
     #[test]

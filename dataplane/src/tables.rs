@@ -48,6 +48,10 @@ pub struct BackendInfo {
     pub weight: u32,
     /// Takes new connections (healthy, not drained, weight > 0).
     pub accepts_new: bool,
+    /// Draining (configured): no new connections, established ones stay.
+    pub drain: bool,
+    /// Health as the controller last pushed it (true until it says otherwise).
+    pub healthy: bool,
     /// Still exists: established flows may keep using it.
     pub alive: bool,
     pub egress_port: u16,
@@ -83,17 +87,51 @@ pub struct VipSpec {
     pub mode: ForwardMode,
 }
 
+/// How a VIP's selection table is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Maglev consistent hashing.
+    Maglev,
+    /// Contiguous hash ranges in backend order (seed 004).
+    Ranges,
+}
+
 impl VipInfo {
     /// Builds the VIP's Maglev table from its backends' weights and states
     /// (off the fast path).
     pub fn build(spec: VipSpec, backends: &[&BackendInfo], table_size: u32) -> VipInfo {
-        let mb: Vec<MaglevBackend> = backends
+        let weights: Vec<u32> = backends.iter().map(|b| b.weight).collect();
+        VipInfo::build_with(spec, backends, &weights, Layout::Maglev, table_size)
+    }
+
+    /// Builds the VIP's table with `weights[i]` for `backends[i]` (a backend
+    /// that does not accept new connections gets none whatever its weight).
+    pub fn build_with(
+        spec: VipSpec,
+        backends: &[&BackendInfo],
+        weights: &[u32],
+        layout: Layout,
+        table_size: u32,
+    ) -> VipInfo {
+        let effective: Vec<u32> = backends
             .iter()
-            .map(|b| MaglevBackend {
-                key: backend_key(b.addr, b.port),
-                weight: if b.accepts_new { b.weight } else { 0 },
-            })
+            .zip(weights)
+            .map(|(b, &w)| if b.accepts_new { w } else { 0 })
             .collect();
+        let maglev = match layout {
+            Layout::Maglev => {
+                let mb: Vec<MaglevBackend> = backends
+                    .iter()
+                    .zip(&effective)
+                    .map(|(b, &weight)| MaglevBackend {
+                        key: backend_key(b.addr, b.port),
+                        weight,
+                    })
+                    .collect();
+                MaglevTable::build(&mb, table_size)
+            }
+            Layout::Ranges => MaglevTable::from_ranges(&effective, table_size),
+        };
         VipInfo {
             index: spec.index,
             label: spec.label,
@@ -102,7 +140,7 @@ impl VipInfo {
             proto: spec.proto,
             mode: spec.mode,
             backend_ids: backends.iter().map(|b| b.id).collect(),
-            maglev: MaglevTable::build(&mb, table_size),
+            maglev,
         }
     }
 

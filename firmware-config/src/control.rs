@@ -2,8 +2,10 @@
 //! (documented in docs/control-protocol.md). One JSON object per line on a
 //! Unix stream socket; every request and reply carries `version`.
 
+use crate::schema::{Backend, Mode, Policy, Vip};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
 /// Version of the protocol this build speaks. A request with another
 /// version gets an `unsupported_version` error and changes nothing.
@@ -19,6 +21,205 @@ pub enum Command {
     Stats,
     /// VIPs with their backends.
     VipList,
+    /// The running configuration as TOML (`config apply` accepts it back).
+    ConfigDump,
+    /// Replaces VIPs, backends and controller settings with those of a
+    /// whole configuration file, validated first; `file` names it in errors.
+    ConfigApply { file: String, text: String },
+    /// Adds a VIP (with at least one backend).
+    VipAdd { vip: Vip },
+    /// Changes a VIP's name, forwarding mode or policies.
+    VipSet {
+        vip: String,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        mode: Option<Mode>,
+        #[serde(default)]
+        policy: Option<Policy>,
+        #[serde(default)]
+        group_policy: Option<Policy>,
+    },
+    /// Removes a VIP; its established connections are dropped.
+    VipRemove { vip: String },
+    /// Adds a backend to a VIP.
+    BackendAdd { vip: String, backend: Backend },
+    /// Removes a backend; its established connections move to others.
+    BackendRemove { vip: String, backend: String },
+    /// Re-weights, drains/undrains, or moves a backend to another priority
+    /// or group.
+    BackendSet {
+        vip: String,
+        backend: String,
+        #[serde(default)]
+        weight: Option<u32>,
+        #[serde(default)]
+        drain: Option<bool>,
+        #[serde(default)]
+        priority: Option<u32>,
+        #[serde(default)]
+        group: Option<String>,
+    },
+    /// Sets a VIP's policy (and the policy choosing among its groups).
+    PolicySet {
+        vip: String,
+        policy: Policy,
+        #[serde(default)]
+        group_policy: Option<Policy>,
+    },
+    /// Explains the selection of a VIP: inputs per backend, weights, ranges.
+    PolicyShow { vip: String },
+    /// Flows, optionally only those of one VIP and/or one backend.
+    FlowList {
+        #[serde(default)]
+        vip: Option<String>,
+        #[serde(default)]
+        backend: Option<String>,
+        #[serde(default = "default_flow_limit")]
+        limit: usize,
+    },
+    /// From the controller: health and the selection tables it computed.
+    SelectionSet {
+        controller: String,
+        vips: Vec<VipSelection>,
+    },
+}
+
+fn default_flow_limit() -> usize {
+    100
+}
+
+/// How a VIP's selection table is laid out from the pushed weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectionKind {
+    /// Maglev consistent hashing with these weights.
+    Weights,
+    /// Contiguous ranges of the hash space, in the order given, each
+    /// proportional to its weight (seed 004).
+    Ranges,
+}
+
+/// The controller's selection for one VIP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipSelection {
+    /// VIP as `address:port/protocol`.
+    pub vip: String,
+    /// The policy that produced it; ignored when the VIP's policy has
+    /// changed since.
+    pub policy: Policy,
+    pub kind: SelectionKind,
+    /// How the weights were derived, for `policy show`.
+    #[serde(default)]
+    pub summary: String,
+    pub backends: Vec<BackendSelection>,
+}
+
+/// One backend in a [`VipSelection`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSelection {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    /// Health as the controller's checks see it.
+    pub up: bool,
+    /// Share of new connections (relative); 0 takes none.
+    pub weight: u32,
+    /// The measured inputs that gave this weight (name → value).
+    #[serde(default)]
+    pub inputs: BTreeMap<String, f64>,
+    /// Group of the backend, if any, and the group's share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// Reply to `selection_set`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelectionSetReply {
+    /// VIPs whose tables were installed.
+    pub applied: usize,
+    /// VIPs skipped, with why (unknown VIP, policy changed meanwhile).
+    pub skipped: Vec<String>,
+    pub tables_generation: u64,
+}
+
+/// Reply to `policy_show`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyShowReply {
+    pub vip: String,
+    pub policy: Policy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_policy: Option<Policy>,
+    /// Who computed the weights: a controller id, or `sluiced` (configured
+    /// weights, no controller has pushed tables for this policy).
+    pub source: String,
+    /// Seconds since the controller's last push; None without one.
+    pub age_s: Option<f64>,
+    pub kind: SelectionKind,
+    pub summary: String,
+    pub table_size: u32,
+    pub backends: Vec<PolicyBackend>,
+}
+
+/// One backend in a [`PolicyShowReply`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyBackend {
+    pub address: String,
+    pub port: u16,
+    pub configured_weight: u32,
+    pub drain: bool,
+    pub priority: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Health pushed by the controller (true until it says otherwise).
+    pub up: bool,
+    pub inputs: BTreeMap<String, f64>,
+    /// The weight the table was built with.
+    pub weight: u32,
+    /// Share of the table's slots, in percent.
+    pub share_percent: f64,
+    /// `ranges`: the backend's slots `[start, end)` of the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<(u32, u32)>,
+}
+
+/// Reply to `flow_list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowListReply {
+    /// Flows matching the filter (the listing may be shorter: `limit`).
+    pub matched: u64,
+    pub flows: Vec<FlowEntryView>,
+    /// Flow events lost because a ring was full: when non-zero the list
+    /// may miss flows or hold ended ones.
+    pub events_dropped: u64,
+}
+
+/// One flow in a [`FlowListReply`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowEntryView {
+    pub client: String,
+    pub vip: String,
+    pub protocol: String,
+    pub backend: String,
+    pub worker: u16,
+    /// `open` or `closing`.
+    pub state: String,
+    pub age_s: f64,
+}
+
+/// Reply to `config_dump`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigDumpReply {
+    pub toml: String,
+}
+
+/// Reply to the commands that change the configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeReply {
+    /// What changed, one line per VIP or backend.
+    pub changes: Vec<String>,
+    pub tables_generation: u64,
 }
 
 /// A request line.
@@ -35,6 +236,23 @@ impl Request {
             version: PROTOCOL_VERSION,
             command,
         }
+    }
+
+    /// Parses a request object, refusing fields the command does not have
+    /// (serde's `deny_unknown_fields` does not reach through `flatten` for
+    /// commands without arguments).
+    pub fn from_value(value: serde_json::Value) -> Result<Request, String> {
+        let req: Request = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+        let known = serde_json::to_value(&req).map_err(|e| e.to_string())?;
+        if let (Some(given), Some(known)) = (value.as_object(), known.as_object()) {
+            if let Some(k) = given.keys().find(|k| !known.contains_key(*k)) {
+                return Err(format!(
+                    "unknown field `{k}` for command `{}`",
+                    given.get("command").and_then(|c| c.as_str()).unwrap_or("?")
+                ));
+            }
+        }
+        Ok(req)
     }
 }
 
@@ -288,6 +506,44 @@ mod tests {
     fn unknown_command_is_refused() {
         assert!(serde_json::from_str::<Request>(r#"{"version":1,"command":"reboot"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"version":1}"#).is_err());
+    }
+
+    #[test]
+    fn commands_with_arguments_and_unknown_fields() {
+        let r: Request = serde_json::from_str(
+            r#"{"version":1,"command":"backend_set","vip":"web","backend":"198.18.2.11","drain":true}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            r.command,
+            Command::BackendSet {
+                vip: "web".into(),
+                backend: "198.18.2.11".into(),
+                weight: None,
+                drain: Some(true),
+                priority: None,
+                group: None
+            }
+        );
+        let bad = r#"{"version":1,"command":"backend_set","vip":"web","backend":"x","drian":true}"#;
+        assert!(
+            serde_json::from_str::<Request>(bad).is_err(),
+            "typo refused"
+        );
+        let bad = r#"{"version":1,"command":"status","extra":1}"#;
+        let err = Request::from_value(serde_json::from_str(bad).unwrap()).unwrap_err();
+        assert!(err.contains("unknown field `extra`"), "{err}");
+        let r: Request =
+            serde_json::from_str(r#"{"version":1,"command":"flow_list","vip":"web"}"#).unwrap();
+        assert!(matches!(r.command, Command::FlowList { limit: 100, .. }));
+        let r = Request::new(Command::PolicySet {
+            vip: "web".into(),
+            policy: Policy::LinkLoad,
+            group_policy: None,
+        });
+        let s = serde_json::to_string(&r).unwrap();
+        assert!(s.contains(r#""policy":"link-load""#), "{s}");
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub mod client;
 /// Control-protocol messages shared by `sluiced` and `sluicectl`.
 #[allow(missing_docs)]
 pub mod control;
+/// Live changes as validated edits of the running configuration.
+pub mod edit;
 mod error;
 mod locate;
 mod parse;

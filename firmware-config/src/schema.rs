@@ -27,6 +27,205 @@ pub struct Config {
     /// `[[vip]]` tables.
     #[serde(default, rename = "vip")]
     pub vips: Vec<Vip>,
+    /// `[controller]`: settings of `sluicectl run` (ignored by `sluiced`).
+    #[serde(default)]
+    pub controller: Controller,
+}
+
+/// `[controller]`: the control process (`sluicectl run`): how often it
+/// recomputes the selection tables, the policies' parameters, where it
+/// listens for backend agents and where it serves the server list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Controller {
+    /// Seconds between two computations (and pushes) of the selection tables.
+    #[serde(default = "default_two")]
+    pub interval_s: f64,
+    /// Weight of the newest measurement in the exponential moving averages
+    /// of the measured policies (0 < smoothing <= 1; 1 = no smoothing).
+    #[serde(default = "default_smoothing")]
+    pub smoothing: f64,
+    /// `agent-load`: backends whose load is within this fraction of the best
+    /// one are candidates.
+    #[serde(default = "default_fuzz")]
+    pub fuzz: f64,
+    /// UDP address the agents report to, e.g. `"198.18.2.254:7946"`; no
+    /// agent listener without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_listen: Option<String>,
+    /// File holding the shared agent key (required with `agent_listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_key_file: Option<String>,
+    /// The agents' reporting interval; a report older than 3 intervals is
+    /// stale and ignored.
+    #[serde(default = "default_two")]
+    pub agent_interval_s: f64,
+    /// TCP address of the server list (seed 003), e.g. `"198.18.1.254:7947"`;
+    /// not served without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_list: Option<String>,
+}
+
+impl Default for Controller {
+    fn default() -> Self {
+        Controller {
+            interval_s: default_two(),
+            smoothing: default_smoothing(),
+            fuzz: default_fuzz(),
+            agent_listen: None,
+            agent_key_file: None,
+            agent_interval_s: default_two(),
+            server_list: None,
+        }
+    }
+}
+
+/// How the backend of a new connection is chosen (per VIP, or per group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Weighted consistent hashing over the configured weights and health.
+    #[default]
+    Maglev,
+    /// Seed 000: weights from the traffic measured on each backend's link.
+    LinkLoad,
+    /// Weighted by the active flows per backend (fewer is better).
+    LeastConn,
+    /// Seed 001: health-probe round-trip time (lower is better).
+    ResponseTime,
+    /// Seed 002: agents' load metrics, candidates within a fuzz factor of the best.
+    AgentLoad,
+    /// Seed 004: contiguous hash ranges proportional to available capacity.
+    CapacityRanges,
+}
+
+impl Policy {
+    /// Every policy, in documentation order.
+    pub const ALL: [Policy; 6] = [
+        Policy::Maglev,
+        Policy::LinkLoad,
+        Policy::LeastConn,
+        Policy::ResponseTime,
+        Policy::AgentLoad,
+        Policy::CapacityRanges,
+    ];
+
+    /// The TOML spelling, e.g. `"link-load"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Maglev => "maglev",
+            Policy::LinkLoad => "link-load",
+            Policy::LeastConn => "least-conn",
+            Policy::ResponseTime => "response-time",
+            Policy::AgentLoad => "agent-load",
+            Policy::CapacityRanges => "capacity-ranges",
+        }
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Policy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Policy::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown policy \"{s}\"; use one of {}",
+                    Policy::ALL.map(Policy::as_str).join(", ")
+                )
+            })
+    }
+}
+
+/// Kind of health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthKind {
+    /// A TCP connection is accepted.
+    Tcp,
+    /// An HTTP GET answers with the expected status.
+    Http,
+    /// A UDP datagram gets the expected reply.
+    Udp,
+    /// No checks: backends are always up.
+    None,
+}
+
+impl HealthKind {
+    /// The TOML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthKind::Tcp => "tcp",
+            HealthKind::Http => "http",
+            HealthKind::Udp => "udp",
+            HealthKind::None => "none",
+        }
+    }
+}
+
+/// `[vip.health]`: how the controller checks this VIP's backends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// `tcp`, `http`, `udp` or `none`.
+    #[serde(rename = "type")]
+    pub kind: HealthKind,
+    /// Port to check; defaults to the backend's port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Seconds between two checks of a backend.
+    #[serde(default = "default_two")]
+    pub interval_s: f64,
+    /// Seconds a check may take.
+    #[serde(default = "default_one")]
+    pub timeout_s: f64,
+    /// Consecutive successes that bring a down backend up.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failures that take an up backend down.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    /// `http`: the path requested.
+    #[serde(default = "default_http_path")]
+    pub path: String,
+    /// `http`: the status that means healthy.
+    #[serde(default = "default_http_status")]
+    pub expect_status: u16,
+    /// `udp`: the datagram sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<String>,
+    /// `udp`: the reply expected (any reply when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+}
+
+impl HealthCheck {
+    /// The default check of a VIP without `[vip.health]`: TCP connect for
+    /// TCP VIPs; none for UDP VIPs (a UDP check needs a request and reply).
+    pub fn default_for(protocol: Protocol) -> HealthCheck {
+        HealthCheck {
+            kind: match protocol {
+                Protocol::Tcp => HealthKind::Tcp,
+                Protocol::Udp => HealthKind::None,
+            },
+            port: None,
+            interval_s: default_two(),
+            timeout_s: default_one(),
+            rise: default_rise(),
+            fall: default_fall(),
+            path: default_http_path(),
+            expect_status: default_http_status(),
+            send: None,
+            expect: None,
+        }
+    }
 }
 
 /// `[eal]`: DPDK Environment Abstraction Layer settings.
@@ -260,6 +459,17 @@ pub struct Vip {
     pub protocol: Protocol,
     /// `dr` (direct routing) or `nat`.
     pub mode: Mode,
+    /// How new connections are spread over the backends (default `maglev`).
+    #[serde(default)]
+    pub policy: Policy,
+    /// With backend groups: the policy that chooses the group (the VIP's
+    /// `policy` chooses inside it); default `maglev` (groups by total weight).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_policy: Option<Policy>,
+    /// `[vip.health]`: health checks run by the controller; defaults to
+    /// [`HealthCheck::default_for`] the VIP's protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
     /// `[[vip.backend]]` tables.
     #[serde(default, rename = "backend")]
     pub backends: Vec<Backend>,
@@ -284,6 +494,22 @@ pub struct Backend {
     /// port whose prefix contains `address`, else the first backend-facing port.
     #[serde(default)]
     pub egress: Option<String>,
+    /// Draining: takes no new connections; established ones stay until
+    /// they close or time out.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub drain: bool,
+    /// Priority group (seed 003): lower is preferred; only the lowest
+    /// priority that has live backends receives new connections.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: u32,
+    /// Backend group (seed 001): a site or farm; with groups, the VIP's
+    /// `group_policy` picks a group and its `policy` a backend in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Name under which this backend's agent reports; defaults to the
+    /// backend's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// IPv4 address with prefix length, written `a.b.c.d/len` in TOML.
@@ -477,6 +703,36 @@ where
     }
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+fn default_two() -> f64 {
+    2.0
+}
+fn default_one() -> f64 {
+    1.0
+}
+fn default_smoothing() -> f64 {
+    0.5
+}
+fn default_fuzz() -> f64 {
+    0.05
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+fn default_http_path() -> String {
+    "/".to_string()
+}
+fn default_http_status() -> u16 {
+    200
+}
 fn default_true() -> bool {
     true
 }

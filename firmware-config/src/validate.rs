@@ -75,6 +75,10 @@ pub fn validate_with(
     check_maglev(&mut c, cfg);
     check_ports(&mut c, cfg);
     check_vips(&mut c, cfg);
+    check_controller(&mut c, cfg);
+    for (j, v) in cfg.vips.iter().enumerate() {
+        check_vip_balancing(&mut c, j, v);
+    }
     if c.errors.is_empty() {
         Ok(())
     } else {
@@ -287,6 +291,194 @@ fn check_control(c: &mut Checker<'_>, cfg: &Config) {
             "control.socket",
             format!("\"{s}\" is not an absolute path"),
             "write a path starting with '/', e.g. socket = \"/run/sluice/sluiced.sock\"",
+        );
+    }
+}
+
+/// A positive, finite number of seconds no larger than a day.
+fn check_seconds(c: &mut Checker<'_>, field: String, value: f64) {
+    if !(value.is_finite() && value > 0.0 && value <= 86_400.0) {
+        c.err(
+            field,
+            format!("{value} seconds is not a duration from above 0 to 86400"),
+            "write a positive number of seconds, e.g. 2 or 0.5",
+        );
+    }
+}
+
+fn check_fraction(c: &mut Checker<'_>, field: &str, value: f64, zero_ok: bool) {
+    let ok = value.is_finite() && value <= 1.0 && (value > 0.0 || (zero_ok && value == 0.0));
+    if !ok {
+        let range = if zero_ok { "0 to 1" } else { "above 0 to 1" };
+        c.err(
+            field,
+            format!("{value} is not a fraction from {range}"),
+            format!("write a number from {range}, e.g. 0.05 for 5%"),
+        );
+    }
+}
+
+fn check_socket_addr(c: &mut Checker<'_>, field: &str, value: &Option<String>, example: &str) {
+    if let Some(a) = value {
+        if a.parse::<std::net::SocketAddrV4>().is_err() {
+            c.err(
+                field,
+                format!("\"{a}\" is not an IPv4 address with a port"),
+                format!("write address:port, e.g. \"{example}\""),
+            );
+        }
+    }
+}
+
+fn check_controller(c: &mut Checker<'_>, cfg: &Config) {
+    let k = &cfg.controller;
+    check_seconds(c, "controller.interval_s".into(), k.interval_s);
+    check_seconds(c, "controller.agent_interval_s".into(), k.agent_interval_s);
+    check_fraction(c, "controller.smoothing", k.smoothing, false);
+    check_fraction(c, "controller.fuzz", k.fuzz, true);
+    check_socket_addr(
+        c,
+        "controller.agent_listen",
+        &k.agent_listen,
+        "198.18.2.254:7946",
+    );
+    check_socket_addr(
+        c,
+        "controller.server_list",
+        &k.server_list,
+        "198.18.1.254:7947",
+    );
+    if k.agent_listen.is_some() && k.agent_key_file.as_deref().is_none_or(str::is_empty) {
+        c.err(
+            "controller.agent_listen",
+            "agents are listened for but no agent_key_file is set, so no report could be authenticated",
+            "set agent_key_file to a file holding the key shared with the agents",
+        );
+    }
+}
+
+/// Health check, policy and group settings of `vip[j]`.
+fn check_vip_balancing(c: &mut Checker<'_>, j: usize, v: &crate::schema::Vip) {
+    use crate::schema::HealthKind;
+    if let Some(h) = &v.health {
+        let hf = |key: &str| format!("vip[{j}].health.{key}");
+        check_seconds(c, hf("interval_s"), h.interval_s);
+        check_seconds(c, hf("timeout_s"), h.timeout_s);
+        if h.timeout_s.is_finite() && h.interval_s.is_finite() && h.timeout_s > h.interval_s {
+            c.err(
+                hf("timeout_s"),
+                format!(
+                    "the timeout ({} s) is longer than the interval ({} s)",
+                    h.timeout_s, h.interval_s
+                ),
+                "a check must end before the next one starts: make timeout_s at most interval_s",
+            );
+        }
+        for (key, n) in [("rise", h.rise), ("fall", h.fall)] {
+            if !(1..=100).contains(&n) {
+                c.err(
+                    hf(key),
+                    format!("{n} consecutive checks is outside 1 to 100"),
+                    "use a count from 1 to 100 (defaults: rise 2, fall 3)",
+                );
+            }
+        }
+        if h.port == Some(0) {
+            c.err(
+                hf("port"),
+                "port 0 cannot be checked",
+                "use a port from 1 to 65535, or remove it to check the backend's port",
+            );
+        }
+        match h.kind {
+            HealthKind::Http => {
+                if v.protocol == Protocol::Udp {
+                    c.err(
+                        hf("type"),
+                        "an HTTP check needs a TCP service, but this VIP is UDP",
+                        "use type = \"udp\" with send and expect",
+                    );
+                }
+                if !h.path.starts_with('/')
+                    || h.path
+                        .chars()
+                        .any(|ch| ch.is_whitespace() || ch.is_control())
+                {
+                    c.err(
+                        hf("path"),
+                        format!("\"{}\" is not an HTTP path", h.path),
+                        "write a path starting with '/' without spaces, e.g. \"/health\"",
+                    );
+                }
+                if !(100..=599).contains(&h.expect_status) {
+                    c.err(
+                        hf("expect_status"),
+                        format!("{} is not an HTTP status", h.expect_status),
+                        "use a status from 100 to 599, e.g. 200",
+                    );
+                }
+            }
+            HealthKind::Udp => {
+                if h.send.as_deref().is_none_or(str::is_empty) {
+                    c.err(
+                        hf("send"),
+                        "a UDP check needs a datagram to send",
+                        "set send = \"...\" (and expect = \"...\" for the reply)",
+                    );
+                }
+            }
+            HealthKind::Tcp => {
+                if v.protocol == Protocol::Udp && h.port.is_none() {
+                    c.err(
+                        hf("type"),
+                        "a TCP check of a UDP service needs a TCP port to connect to",
+                        "set port to a TCP port of the backend, or use type = \"udp\"",
+                    );
+                }
+            }
+            HealthKind::None => {}
+        }
+    }
+    for (k, b) in v.backends.iter().enumerate() {
+        if let Some(g) = &b.group {
+            if g.trim().is_empty() {
+                c.err(
+                    format!("vip[{j}].backend[{k}].group"),
+                    "the group name is empty",
+                    "name the group (a site or farm) or remove the key",
+                );
+            }
+        }
+        if let Some(a) = &b.agent {
+            if a.trim().is_empty() {
+                c.err(format!("vip[{j}].backend[{k}].agent"), "the agent name is empty", "write the name the backend's agent reports under, or remove the key to use the backend's address");
+            }
+        }
+    }
+    let grouped = v.backends.iter().filter(|b| b.group.is_some()).count();
+    if grouped > 0 && grouped < v.backends.len() {
+        c.err(
+            format!("vip[{j}].backend"),
+            format!(
+                "{grouped} of the {} backends of VIP {} have a group and the others do not",
+                v.backends.len(),
+                v.label()
+            ),
+            "give every backend of the VIP a group, or none",
+        );
+    }
+    if v.group_policy.is_some() && grouped == 0 {
+        c.err(
+            format!("vip[{j}].group_policy"),
+            "group_policy is set but no backend has a group",
+            "set group on the backends, or remove group_policy",
+        );
+    }
+    if v.group_policy == Some(crate::schema::Policy::CapacityRanges) {
+        c.err(
+            format!("vip[{j}].group_policy"),
+            "capacity-ranges splits the hash space between backends and cannot choose a group",
+            "use another group_policy, e.g. \"agent-load\" or \"maglev\"",
         );
     }
 }

@@ -8,11 +8,14 @@ use dataplane::appliance::{arp_request, mac_string, Appliance};
 use dataplane::control::{ControlSocket, Handler};
 use dataplane::counters::WorkerCounters;
 use dataplane::events::{EventRing, HintRing, NeighbourHint};
+use dataplane::flowmirror::FlowMirror;
 use dataplane::pipeline::{timeouts_ms, Worker};
 use dataplane::tables::Tables;
 use dpdk::{Eal, Mbuf, Mempool, Port, PortConf};
-use firmware_config::control::{Command, NicStats, PortStatus, StatusReply, WorkerStatus};
-use firmware_config::Config;
+use firmware_config::control::{
+    ChangeReply, Command, ConfigDumpReply, NicStats, PortStatus, StatusReply, WorkerStatus,
+};
+use firmware_config::{Config, Environment};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -97,6 +100,12 @@ struct Shared {
     started: Instant,
     config_file: String,
     events_drained: AtomicU64,
+    /// The workers' flows, kept from their flow events (`flow list`).
+    mirror: Mutex<FlowMirror>,
+    /// The machine as seen before DPDK pinned this process to its main
+    /// lcore (after that, the visible CPU count is 1): live changes are
+    /// validated against it.
+    env: Environment,
 }
 
 impl Shared {
@@ -199,9 +208,119 @@ impl Handler for Shared {
                 let tables = self.tables.load();
                 serde_json::to_value(app.vip_list(&tables))
             }
+            Command::ConfigDump => {
+                let app = self.app.lock().unwrap_or_else(|e| e.into_inner());
+                serde_json::to_value(ConfigDumpReply {
+                    toml: app.config.to_toml(),
+                })
+            }
+            Command::ConfigApply { file, text } => {
+                let new = firmware_config::parse_with(text, file, &self.env)
+                    .map_err(|e| format!("{e}\nnothing was changed"))?;
+                let mut app = self.app.lock().unwrap_or_else(|e| e.into_inner());
+                firmware_config::edit::check_live(&app.config, &new, text, file)
+                    .map_err(|e| format!("{e}\nnothing was changed"))?;
+                let changes = describe_apply(&app.config, &new);
+                app.reconfigure(new)
+                    .map_err(|e| format!("{e}; nothing was changed"))?;
+                self.publish(&mut app);
+                serde_json::to_value(ChangeReply {
+                    changes,
+                    tables_generation: app.generation(),
+                })
+            }
+            Command::VipAdd { .. }
+            | Command::VipSet { .. }
+            | Command::VipRemove { .. }
+            | Command::BackendAdd { .. }
+            | Command::BackendRemove { .. }
+            | Command::BackendSet { .. }
+            | Command::PolicySet { .. } => {
+                let mut app = self.app.lock().unwrap_or_else(|e| e.into_inner());
+                let (new, changes) = firmware_config::edit::apply(&app.config, cmd, &self.env)
+                    .map_err(|e| format!("{e}\nnothing was changed"))?;
+                app.reconfigure(new)
+                    .map_err(|e| format!("{e}; nothing was changed"))?;
+                self.publish(&mut app);
+                for c in &changes {
+                    eprintln!("sluiced: {c}");
+                }
+                serde_json::to_value(ChangeReply {
+                    changes,
+                    tables_generation: app.generation(),
+                })
+            }
+            Command::PolicyShow { vip } => {
+                let app = self.app.lock().unwrap_or_else(|e| e.into_inner());
+                serde_json::to_value(app.policy_show(vip, self.started.elapsed().as_secs_f64())?)
+            }
+            Command::FlowList {
+                vip,
+                backend,
+                limit,
+            } => {
+                let app = self.app.lock().unwrap_or_else(|e| e.into_inner());
+                let tables = self.tables.load();
+                let dropped = self
+                    .counters
+                    .iter()
+                    .map(|c| c.flows.events_dropped.get())
+                    .sum();
+                let mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
+                let mut reply = app.flow_list(
+                    &mirror,
+                    &tables,
+                    vip.as_deref(),
+                    backend.as_deref(),
+                    *limit,
+                    self.started.elapsed().as_secs_f64(),
+                )?;
+                reply.events_dropped = dropped;
+                serde_json::to_value(reply)
+            }
+            Command::SelectionSet { controller, vips } => {
+                let mut app = self.app.lock().unwrap_or_else(|e| e.into_inner());
+                let mut reply =
+                    app.apply_selection(controller, vips, self.started.elapsed().as_secs_f64());
+                self.publish(&mut app);
+                reply.tables_generation = app.generation();
+                serde_json::to_value(reply)
+            }
         };
         v.map_err(|e| format!("cannot encode the reply: {e}"))
     }
+}
+
+impl Shared {
+    /// Publishes new tables built from `app` (the caller holds its lock).
+    fn publish(&self, app: &mut Appliance) {
+        self.tables.store(Arc::new(app.build_tables()));
+    }
+}
+
+/// One line per VIP a whole-file apply adds, removes or changes.
+fn describe_apply(old: &Config, new: &Config) -> Vec<String> {
+    let key = |v: &firmware_config::Vip| (v.address, v.port, v.protocol);
+    let mut out = Vec::new();
+    for v in &new.vips {
+        match old.vips.iter().find(|o| key(o) == key(v)) {
+            None => out.push(format!("added VIP {}", v.label())),
+            Some(o) if o != v => out.push(format!("changed VIP {}", v.label())),
+            Some(_) => {}
+        }
+    }
+    for o in &old.vips {
+        if !new.vips.iter().any(|v| key(o) == key(v)) {
+            out.push(format!("removed VIP {}", o.label()));
+        }
+    }
+    if old.controller != new.controller {
+        out.push("changed [controller]".into());
+    }
+    if out.is_empty() {
+        out.push("no change".into());
+    }
+    out
 }
 
 pub fn run(config_path: &Path, cfg: Config) -> Result<()> {
@@ -213,6 +332,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<()> {
             .context("installing signal handlers")?;
     }
 
+    let env = Environment::current();
     let eal = Eal::init(&eal_args(&cfg)).context("starting DPDK (EAL)")?;
     let n_workers = cfg.eal.worker_cores.len() as u16;
 
@@ -321,6 +441,10 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<()> {
         started,
         config_file: config_path.display().to_string(),
         events_drained: AtomicU64::new(0),
+        env,
+        mirror: Mutex::new(FlowMirror::new(
+            f.capacity_per_worker as usize * usize::from(n_workers),
+        )),
     });
     let control_stop = Arc::new(AtomicBool::new(false));
     let control = match ControlSocket::bind(Path::new(&cfg.control.socket)) {
@@ -379,12 +503,16 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<()> {
                 send_arp_request(&pool, &slow_tx, &cfg, &macs, port, ip);
             }
         }
-        // Flow events wait here for the twin sync channel; draining keeps
+        // Flow events feed the flow mirror (`flow list`); draining keeps
         // the rings from filling up.
         let mut drained = 0;
-        for ring in &event_rings {
-            while ring.pop().is_some() {
-                drained += 1;
+        {
+            let mut mirror = shared.mirror.lock().unwrap_or_else(|e| e.into_inner());
+            for ring in &event_rings {
+                while let Some(ev) = ring.pop() {
+                    mirror.apply(&ev, now_s);
+                    drained += 1;
+                }
             }
         }
         shared.events_drained.fetch_add(drained, Ordering::Relaxed);

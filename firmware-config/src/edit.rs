@@ -1,0 +1,470 @@
+//! Live changes as edits of the running configuration: every change made
+//! over the control protocol produces a whole new [`Config`] that passes the
+//! same validation as a file, or an error that changes nothing. Pure: the
+//! daemon applies the result.
+
+use crate::control::Command;
+use crate::error::{ConfigError, ConfigErrors};
+use crate::locate::Locator;
+use crate::schema::Config;
+use crate::validate::{validate_with, Environment};
+
+/// Index of the VIP `sel` names: its `name`, its `address:port/protocol`,
+/// or `address:port` / `address` when only one VIP matches.
+pub fn find_vip(cfg: &Config, sel: &str) -> Result<usize, String> {
+    let sel = sel.trim();
+    if let Some(i) = cfg
+        .vips
+        .iter()
+        .position(|v| v.name.as_deref() == Some(sel) || v.label() == sel)
+    {
+        return Ok(i);
+    }
+    let full = |v: &crate::schema::Vip| format!("{}:{}/{}", v.address, v.port, v.protocol);
+    let matches: Vec<usize> = cfg
+        .vips
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| {
+            full(v) == sel
+                || format!("{}:{}", v.address, v.port) == sel
+                || v.address.to_string() == sel
+        })
+        .map(|(i, _)| i)
+        .collect();
+    match matches.as_slice() {
+        [i] => Ok(*i),
+        [] => Err(format!(
+            "no VIP \"{sel}\"; the VIPs are: {}",
+            vip_names(cfg)
+        )),
+        _ => Err(format!(
+            "\"{sel}\" matches {} VIPs ({}); name one as address:port/protocol",
+            matches.len(),
+            matches
+                .iter()
+                .map(|&i| full(&cfg.vips[i]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+fn vip_names(cfg: &Config) -> String {
+    if cfg.vips.is_empty() {
+        return "(none)".into();
+    }
+    cfg.vips
+        .iter()
+        .map(|v| v.label())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Index of the backend `sel` (`address` or `address:port`) of VIP `vip`.
+pub fn find_backend(cfg: &Config, vip: usize, sel: &str) -> Result<usize, String> {
+    let v = &cfg.vips[vip];
+    let sel = sel.trim();
+    let matches: Vec<usize> = v
+        .backends
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| {
+            b.address.to_string() == sel || format!("{}:{}", b.address, b.port_or(v.port)) == sel
+        })
+        .map(|(i, _)| i)
+        .collect();
+    match matches.as_slice() {
+        [i] => Ok(*i),
+        [] => Err(format!(
+            "VIP {} has no backend \"{sel}\"; its backends are: {}",
+            v.label(),
+            v.backends
+                .iter()
+                .map(|b| format!("{}:{}", b.address, b.port_or(v.port)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        _ => Err(format!(
+            "\"{sel}\" matches {} backends of VIP {}; name one as address:port",
+            matches.len(),
+            v.label()
+        )),
+    }
+}
+
+/// Applies a configuration-changing command to `cfg`. Returns the new
+/// configuration (validated against `env`) and one line per change, or why
+/// it is refused. Commands that change nothing in the configuration are
+/// refused with an error (they are not edits).
+pub fn apply(
+    cfg: &Config,
+    cmd: &Command,
+    env: &Environment,
+) -> Result<(Config, Vec<String>), String> {
+    let mut new = cfg.clone();
+    let mut changes = Vec::new();
+    match cmd {
+        Command::VipAdd { vip } => {
+            let label = vip.label();
+            changes.push(format!(
+                "added VIP {label} ({} mode, policy {}, {} backend(s))",
+                vip.mode,
+                vip.policy,
+                vip.backends.len()
+            ));
+            new.vips.push(vip.clone());
+        }
+        Command::VipSet {
+            vip,
+            name,
+            mode,
+            policy,
+            group_policy,
+        } => {
+            let i = find_vip(cfg, vip)?;
+            let v = &mut new.vips[i];
+            let label = v.label();
+            if let Some(n) = name {
+                changes.push(format!("VIP {label}: name set to \"{n}\""));
+                v.name = Some(n.clone());
+            }
+            if let Some(m) = mode {
+                changes.push(format!("VIP {label}: mode {} -> {m}", v.mode));
+                v.mode = *m;
+            }
+            if let Some(p) = policy {
+                changes.push(format!("VIP {label}: policy {} -> {p}", v.policy));
+                v.policy = *p;
+            }
+            if let Some(g) = group_policy {
+                changes.push(format!("VIP {label}: group policy set to {g}"));
+                v.group_policy = Some(*g);
+            }
+            if changes.is_empty() {
+                return Err(
+                    "vip set: nothing to change (give name, mode, policy or group_policy)".into(),
+                );
+            }
+        }
+        Command::VipRemove { vip } => {
+            let i = find_vip(cfg, vip)?;
+            changes.push(format!(
+                "removed VIP {} and its {} backend(s)",
+                cfg.vips[i].label(),
+                cfg.vips[i].backends.len()
+            ));
+            new.vips.remove(i);
+        }
+        Command::BackendAdd { vip, backend } => {
+            let i = find_vip(cfg, vip)?;
+            let v = &mut new.vips[i];
+            changes.push(format!(
+                "VIP {}: added backend {}:{} (weight {})",
+                v.label(),
+                backend.address,
+                backend.port_or(v.port),
+                backend.weight
+            ));
+            v.backends.push(backend.clone());
+        }
+        Command::BackendRemove { vip, backend } => {
+            let i = find_vip(cfg, vip)?;
+            let k = find_backend(cfg, i, backend)?;
+            let v = &mut new.vips[i];
+            let b = v.backends.remove(k);
+            changes.push(format!(
+                "VIP {}: removed backend {}:{}",
+                v.label(),
+                b.address,
+                b.port_or(v.port)
+            ));
+        }
+        Command::BackendSet {
+            vip,
+            backend,
+            weight,
+            drain,
+            priority,
+            group,
+        } => {
+            let i = find_vip(cfg, vip)?;
+            let k = find_backend(cfg, i, backend)?;
+            let v = &mut new.vips[i];
+            let (label, port) = (v.label(), v.port);
+            let b = &mut v.backends[k];
+            let who = format!("VIP {label}: backend {}:{}", b.address, b.port_or(port));
+            if let Some(w) = weight {
+                changes.push(format!("{who}: weight {} -> {w}", b.weight));
+                b.weight = *w;
+            }
+            if let Some(d) = drain {
+                changes.push(format!(
+                    "{who}: {}",
+                    if *d {
+                        "draining (no new connections)"
+                    } else {
+                        "undrained (takes new connections)"
+                    }
+                ));
+                b.drain = *d;
+            }
+            if let Some(p) = priority {
+                changes.push(format!("{who}: priority {} -> {p}", b.priority));
+                b.priority = *p;
+            }
+            if let Some(g) = group {
+                changes.push(format!("{who}: group set to \"{g}\""));
+                b.group = Some(g.clone());
+            }
+            if changes.is_empty() {
+                return Err(
+                    "backend set: nothing to change (give weight, drain, priority or group)".into(),
+                );
+            }
+        }
+        Command::PolicySet {
+            vip,
+            policy,
+            group_policy,
+        } => {
+            let i = find_vip(cfg, vip)?;
+            let v = &mut new.vips[i];
+            changes.push(format!(
+                "VIP {}: policy {} -> {policy}",
+                v.label(),
+                v.policy
+            ));
+            v.policy = *policy;
+            if let Some(g) = group_policy {
+                changes.push(format!("VIP {}: group policy set to {g}", v.label()));
+                v.group_policy = Some(*g);
+            }
+        }
+        other => return Err(format!("{other:?} does not change the configuration")),
+    }
+    check_edited(&new, env)?;
+    Ok((new, changes))
+}
+
+/// Validates an edited configuration; errors name the field, the problem
+/// and the fix (there is no file line: the change came over the socket).
+pub fn check_edited(cfg: &Config, env: &Environment) -> Result<(), String> {
+    let text = cfg.to_toml();
+    validate_with(cfg, &text, "change", env).map_err(|errs| {
+        errs.iter()
+            .map(|e| format!("{}: {}; {}", e.field, e.problem, e.hint))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+/// Refuses a new configuration (`text`, read from `file`) that changes what
+/// only a restart can change: `[eal]`, `[control]`, `[flows]`, `[maglev]`
+/// and the ports. Each difference is an error located in the file.
+pub fn check_live(
+    running: &Config,
+    new: &Config,
+    text: &str,
+    file: &str,
+) -> Result<(), ConfigErrors> {
+    let loc = Locator::new(text);
+    let mut errors = Vec::new();
+    let mut differ = |field: String, what: &str| {
+        let (line, column) = loc.locate(&field);
+        errors.push(ConfigError {
+            file: file.to_string(),
+            line,
+            column,
+            field,
+            problem: format!("{what} cannot change while sluiced runs"),
+            hint: "keep the running value (`sluicectl config dump` shows it), or restart sluiced with the new file".into(),
+        });
+    };
+    if running.eal != new.eal {
+        differ("eal".into(), "the DPDK environment");
+    }
+    if running.control != new.control {
+        differ("control.socket".into(), "the control socket");
+    }
+    if running.flows != new.flows {
+        differ("flows".into(), "flow-table sizing and timeouts");
+    }
+    if running.maglev != new.maglev {
+        differ("maglev.table_size".into(), "the Maglev table size");
+    }
+    if running.ports.len() != new.ports.len() {
+        differ("port".into(), "the number of ports");
+    } else {
+        for (i, (a, b)) in running.ports.iter().zip(&new.ports).enumerate() {
+            if a != b {
+                differ(format!("port[{i}]"), "a port");
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        errors.sort_by_key(|e| (e.line, e.column));
+        Err(ConfigErrors(errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{Backend, Policy};
+
+    const BASE: &str = r#"
+[eal]
+worker_cores = [1]
+hugepages = false
+[[port]]
+name = "client"
+vdev = "net_null0"
+role = "client"
+address = "198.18.1.254/24"
+[[port]]
+name = "backend"
+vdev = "net_null1"
+role = "backend"
+address = "198.18.2.254/24"
+[[vip]]
+name = "web"
+address = "198.18.100.1"
+port = 80
+protocol = "tcp"
+mode = "nat"
+[[vip.backend]]
+address = "198.18.2.11"
+port = 8080
+[[vip.backend]]
+address = "198.18.2.12"
+port = 8080
+[[vip]]
+address = "198.18.100.1"
+port = 53
+protocol = "udp"
+mode = "nat"
+[[vip.backend]]
+address = "198.18.2.21"
+"#;
+
+    fn env() -> Environment {
+        Environment { cpus: 2 }
+    }
+
+    fn cfg() -> Config {
+        crate::parse_with(BASE, "t.toml", &env()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn backend(addr: &str) -> Backend {
+        toml::from_str(&format!("address = \"{addr}\"")).unwrap()
+    }
+
+    #[test]
+    fn selectors() {
+        let c = cfg();
+        assert_eq!(find_vip(&c, "web"), Ok(0));
+        assert_eq!(find_vip(&c, "198.18.100.1:53/udp"), Ok(1));
+        assert_eq!(find_vip(&c, "198.18.100.1:80"), Ok(0));
+        let e = find_vip(&c, "198.18.100.1").unwrap_err();
+        assert!(e.contains("matches 2 VIPs"), "{e}");
+        let e = find_vip(&c, "nope").unwrap_err();
+        assert!(e.contains("the VIPs are: web, 198.18.100.1:53/udp"), "{e}");
+        assert_eq!(find_backend(&c, 0, "198.18.2.12"), Ok(1));
+        assert_eq!(find_backend(&c, 0, "198.18.2.12:8080"), Ok(1));
+        assert!(find_backend(&c, 0, "198.18.2.12:80").is_err());
+    }
+
+    #[test]
+    fn edits_validate_and_failures_change_nothing() {
+        let c = cfg();
+        let (n, ch) = apply(
+            &c,
+            &Command::BackendSet {
+                vip: "web".into(),
+                backend: "198.18.2.11".into(),
+                weight: Some(5),
+                drain: Some(true),
+                priority: None,
+                group: None,
+            },
+            &env(),
+        )
+        .unwrap();
+        assert_eq!(n.vips[0].backends[0].weight, 5);
+        assert!(n.vips[0].backends[0].drain);
+        assert_eq!(ch.len(), 2, "{ch:?}");
+        // A duplicate backend is refused by the same validation as a file.
+        let mut dup = backend("198.18.2.12");
+        dup.port = Some(8080);
+        let e = apply(
+            &c,
+            &Command::BackendAdd {
+                vip: "web".into(),
+                backend: dup,
+            },
+            &env(),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("vip[0].backend[2]: 198.18.2.12:8080 is already backend[1]"),
+            "{e}"
+        );
+        // Removing the last backend of a VIP is refused: remove the VIP.
+        let e = apply(
+            &c,
+            &Command::BackendRemove {
+                vip: "198.18.100.1:53/udp".into(),
+                backend: "198.18.2.21".into(),
+            },
+            &env(),
+        )
+        .unwrap_err();
+        assert!(e.contains("has no backends"), "{e}");
+        let (n, _) = apply(
+            &c,
+            &Command::PolicySet {
+                vip: "web".into(),
+                policy: Policy::LeastConn,
+                group_policy: None,
+            },
+            &env(),
+        )
+        .unwrap();
+        assert_eq!(n.vips[0].policy, Policy::LeastConn);
+        let (n, _) = apply(&c, &Command::VipRemove { vip: "web".into() }, &env()).unwrap();
+        assert_eq!(n.vips.len(), 1);
+        assert!(apply(&c, &Command::Status, &env()).is_err());
+        let e = apply(
+            &c,
+            &Command::BackendSet {
+                vip: "web".into(),
+                backend: "198.18.2.11".into(),
+                weight: None,
+                drain: None,
+                priority: None,
+                group: None,
+            },
+            &env(),
+        )
+        .unwrap_err();
+        assert!(e.contains("nothing to change"), "{e}");
+    }
+
+    #[test]
+    fn dump_round_trips_and_live_check_names_fields() {
+        let c = cfg();
+        let text = c.to_toml();
+        let back = crate::parse_with(&text, "dump.toml", &env()).unwrap();
+        assert_eq!(back, c);
+        assert!(check_live(&c, &back, &text, "dump.toml").is_ok());
+        let changed = text.replace("memory_mb = 1024", "memory_mb = 512");
+        let new = crate::parse_with(&changed, "new.toml", &env()).unwrap();
+        let errs = check_live(&c, &new, &changed, "new.toml").unwrap_err();
+        let e = &errs.0[0];
+        assert_eq!((e.file.as_str(), e.field.as_str()), ("new.toml", "eal"));
+        assert!(e.line > 0, "{e}");
+    }
+}
