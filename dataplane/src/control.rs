@@ -122,8 +122,52 @@ impl Drop for ControlSocket {
     }
 }
 
+/// Whether a peer with user id `peer` may send requests: root, or the user
+/// sluiced runs as (`own`). The socket's mode 0600 already keeps others
+/// out; this also refuses them if the file's mode was widened.
+pub fn authorised(peer: Option<u32>, own: u32) -> bool {
+    peer.is_some_and(|uid| uid == 0 || uid == own)
+}
+
+/// The user id of the process at the other end of `stream` (SO_PEERCRED).
+fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`, a valid
+    // ucred; the descriptor is owned by `stream` for the whole call.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(cred.uid)
+}
+
 fn serve_connection(stream: UnixStream, handler: &dyn Handler) {
     let _ = stream.set_nonblocking(false);
+    // SAFETY: geteuid has no preconditions.
+    let own = unsafe { libc::geteuid() };
+    if !authorised(peer_uid(&stream), own) {
+        let reply = Response::error(
+            ErrorCode::Unauthorised,
+            "this user may not control sluiced (root or the user it runs as only)",
+        );
+        if let Ok(mut line) = serde_json::to_string(&reply) {
+            line.push('\n');
+            let mut w = &stream;
+            let _ = w.write_all(line.as_bytes());
+        }
+        return;
+    }
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let Ok(mut writer) = stream.try_clone() else {
         return;
@@ -204,6 +248,14 @@ mod tests {
         assert_eq!(r.result.unwrap()["up"], true);
         let r = handle_line(r#"{"version":1,"command":"stats"}"#, &h);
         assert_eq!(r.error.unwrap().code, ErrorCode::Failed);
+    }
+
+    #[test]
+    fn only_root_and_the_owner_are_authorised() {
+        assert!(authorised(Some(0), 1000));
+        assert!(authorised(Some(1000), 1000));
+        assert!(!authorised(Some(1001), 1000));
+        assert!(!authorised(None, 0), "unknown peer refused");
     }
 
     #[test]

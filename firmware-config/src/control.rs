@@ -266,6 +266,8 @@ pub enum ErrorCode {
     UnsupportedVersion,
     /// The request was understood but could not be carried out.
     Failed,
+    /// The connecting process's user may not control this sluiced.
+    Unauthorised,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -51,9 +51,33 @@ pub fn bin(name: &str) -> PathBuf {
 static DPDK: Mutex<()> = Mutex::new(());
 
 /// Only one DPDK process at a time: the machine has two cores and a
-/// worker busy-polls one of them.
-pub fn dpdk_exclusive() -> MutexGuard<'static, ()> {
-    DPDK.lock().unwrap_or_else(|e| e.into_inner())
+/// worker busy-polls one of them. Held within this test binary by a mutex
+/// and across test binaries (two `cargo test` runs) by an flock.
+pub struct DpdkGuard {
+    _inner: MutexGuard<'static, ()>,
+    _file: Option<std::fs::File>,
+}
+
+pub fn dpdk_exclusive() -> DpdkGuard {
+    let inner = DPDK.lock().unwrap_or_else(|e| e.into_inner());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("sluice-tests-dpdk.lock"))
+        .ok();
+    if let Some(f) = &file {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor we own; blocks until the other
+        // holder's file is closed (also when it dies).
+        unsafe {
+            libc::flock(f.as_raw_fd(), libc::LOCK_EX);
+        }
+    }
+    DpdkGuard {
+        _inner: inner,
+        _file: file,
+    }
 }
 
 /// True when the tests may create namespaces and run DPDK (root).
@@ -64,7 +88,7 @@ pub fn privileged() -> bool {
 
 /// For a test that runs DPDK or builds namespaces: the guard that keeps
 /// such tests one at a time, or None (having said why) when not root.
-pub fn system_test() -> Option<MutexGuard<'static, ()>> {
+pub fn system_test() -> Option<DpdkGuard> {
     if !privileged() {
         eprintln!("skipped: needs root for DPDK and network namespaces");
         return None;
