@@ -329,6 +329,7 @@ impl Controller {
                         weight: bd.weight,
                         inputs: bd.inputs,
                         group: i.group.clone(),
+                        note: bd.note,
                     })
                     .collect(),
             });

@@ -79,7 +79,7 @@ enum Cmd {
         /// Configuration file (the appliance's, with its [controller] section).
         #[arg(long)]
         config: PathBuf,
-        /// Name the controller reports to sluiced (default: controller@HOST pid).
+        /// Name the controller reports to sluiced (default: sluicectl-run[PID]).
         #[arg(long)]
         name: Option<String>,
     },
@@ -645,11 +645,15 @@ fn print_policy(r: &PolicyShowReply) {
         .collect();
     keys.sort();
     keys.dedup();
+    let notes = r.backends.iter().any(|b| !b.note.is_empty());
     let mut header = vec!["BACKEND", "PRIO", "GROUP", "STATE", "CFG W"];
     header.extend(keys.iter().map(|k| k.as_str()));
     header.extend(["WEIGHT", "SHARE"]);
     if ranges {
         header.push("RANGE");
+    }
+    if notes {
+        header.push("NOTE");
     }
     let upper: Vec<String> = header.iter().map(|h| h.to_uppercase()).collect();
     let mut t = Table::new(&upper.iter().map(String::as_str).collect::<Vec<_>>());
@@ -679,6 +683,9 @@ fn print_policy(r: &PolicyShowReply) {
                 b.range
                     .map_or_else(|| "-".into(), |(s, e)| format!("[{s}, {e})")),
             );
+        }
+        if notes {
+            row.push(b.note.clone());
         }
         t.row(row);
     }

@@ -62,6 +62,9 @@ fn vip_key(v: &firmware_config::Vip) -> VipKey {
     (u32::from(v.address), v.port, v.protocol)
 }
 
+/// One backend's pushed weight, measured inputs and note.
+type PushedBackend = (u32, BTreeMap<String, f64>, String);
+
 /// A selection the controller pushed for one VIP.
 #[derive(Debug, Clone)]
 struct Pushed {
@@ -70,8 +73,8 @@ struct Pushed {
     kind: SelectionKind,
     summary: String,
     at_s: f64,
-    /// (address, port) → (weight, measured inputs).
-    weights: HashMap<(u32, u16), (u32, BTreeMap<String, f64>)>,
+    /// (address, port) → (weight, measured inputs, note).
+    weights: HashMap<(u32, u16), PushedBackend>,
 }
 
 /// Stable ids. A VIP keeps its id while its (address, port, protocol) stays
@@ -244,6 +247,7 @@ impl Appliance {
         let assigned = ids.assign(&config)?;
         self.ids = ids;
         self.config = config;
+        self.forget_unconfigured();
         self.rebuild_vips(&assigned);
         self.assigned = assigned;
         Ok(())
@@ -353,7 +357,7 @@ impl Appliance {
         };
         let (mut pushed_sum, mut cfg_sum) = (0u64, 0u64);
         for b in members {
-            if let Some((w, _)) = p.weights.get(&(b.addr, b.port)) {
+            if let Some((w, _, _)) = p.weights.get(&(b.addr, b.port)) {
                 pushed_sum += u64::from(*w);
                 cfg_sum += u64::from(b.weight);
             }
@@ -366,7 +370,7 @@ impl Appliance {
         let weights = members
             .iter()
             .map(|b| match p.weights.get(&(b.addr, b.port)) {
-                Some((w, _)) => *w,
+                Some((w, _, _)) => *w,
                 None if b.weight == 0 => 0,
                 None => ((f64::from(b.weight) * scale).round() as u32).clamp(1, u32::MAX / 2),
             })
@@ -376,6 +380,26 @@ impl Appliance {
             SelectionKind::Ranges => Layout::Ranges,
         };
         (weights, layout)
+    }
+
+    /// Forgets pushed health and selections of backends and VIPs no longer
+    /// configured: one removed and added again starts healthy, with its
+    /// configured weight, until the controller says otherwise.
+    fn forget_unconfigured(&mut self) {
+        let live: std::collections::HashSet<BackendKey> = self
+            .config
+            .vips
+            .iter()
+            .flat_map(|v| {
+                v.backends
+                    .iter()
+                    .map(move |b| (vip_key(v), u32::from(b.address), b.port_or(v.port)))
+            })
+            .collect();
+        self.health.retain(|k, _| live.contains(k));
+        let vips: std::collections::HashSet<VipKey> =
+            self.config.vips.iter().map(vip_key).collect();
+        self.selections.retain(|k, _| vips.contains(k));
     }
 
     /// Installs the controller's health verdicts and selection tables.
@@ -422,7 +446,11 @@ impl Appliance {
                 .map(|b| {
                     (
                         (u32::from(b.address), b.port),
-                        (b.weight.min(firmware_config::MAX_WEIGHT), b.inputs.clone()),
+                        (
+                            b.weight.min(firmware_config::MAX_WEIGHT),
+                            b.inputs.clone(),
+                            b.note.clone(),
+                        ),
                     )
                 })
                 .collect();
@@ -439,18 +467,7 @@ impl Appliance {
             );
             applied += 1;
         }
-        // Forget the health of backends no longer configured.
-        let live: std::collections::HashSet<BackendKey> = self
-            .config
-            .vips
-            .iter()
-            .flat_map(|v| {
-                v.backends
-                    .iter()
-                    .map(move |b| (vip_key(v), u32::from(b.address), b.port_or(v.port)))
-            })
-            .collect();
-        self.health.retain(|k, _| live.contains(k));
+        self.forget_unconfigured();
         self.rebuild_vips(&self.assigned.clone());
         SelectionSetReply {
             applied,
@@ -484,9 +501,9 @@ impl Appliance {
             .enumerate()
             .map(|(k, (b, (info_b, &w)))| {
                 let port = b.port_or(v.port);
-                let inputs = pushed
+                let (inputs, note) = pushed
                     .and_then(|p| p.weights.get(&(u32::from(b.address), port)))
-                    .map(|(_, inp)| inp.clone())
+                    .map(|(_, inp, note)| (inp.clone(), note.clone()))
                     .unwrap_or_default();
                 PolicyBackend {
                     address: b.address.to_string(),
@@ -504,6 +521,7 @@ impl Appliance {
                         Layout::Ranges => info.maglev.range_of(k as u32),
                         Layout::Maglev => None,
                     },
+                    note,
                 }
             })
             .collect();
@@ -1032,6 +1050,7 @@ port = 53
                         weight,
                         inputs: BTreeMap::from([("x".to_string(), 1.0)]),
                         group: None,
+                        note: if up { String::new() } else { "down".into() },
                     },
                 )
                 .collect(),
@@ -1087,6 +1106,10 @@ port = 53
         assert_eq!(show.source, "c1");
         assert_eq!(show.age_s, Some(2.5));
         assert_eq!(show.backends[1].inputs.get("x"), Some(&1.0));
+        assert_eq!(
+            show.backends[0].note, "down",
+            "the controller's note is shown"
+        );
         // Health is kept when an unrelated change rebuilds the tables.
         let drained = BASE.replace(
             "address = \"198.18.2.12\"\nport = 8080\n",

@@ -129,9 +129,13 @@ pub struct BackendSelection {
     /// The measured inputs that gave this weight (name → value).
     #[serde(default)]
     pub inputs: BTreeMap<String, f64>,
-    /// Group of the backend, if any, and the group's share.
+    /// Group of the backend, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Why the policy gave this weight when it is not the formula's plain
+    /// result (down, draining, standby priority, outside the fuzz band...).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
 }
 
 /// Reply to `selection_set`.
@@ -182,6 +186,9 @@ pub struct PolicyBackend {
     /// `ranges`: the backend's slots `[start, end)` of the table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range: Option<(u32, u32)>,
+    /// The controller's note on this backend's weight, if any.
+    #[serde(default)]
+    pub note: String,
 }
 
 /// Reply to `flow_list`.
@@ -433,7 +440,8 @@ pub struct BackendStats {
     pub address: String,
     pub port: u16,
     pub weight: u32,
-    /// `up`, or `unresolved` while its next-hop MAC is unknown.
+    /// `up`; `down` (health checks), `draining`, `unresolved` (next-hop MAC
+    /// unknown), `no-new` (weight 0) or `removed`.
     pub state: String,
     pub tx_packets: u64,
     pub tx_bytes: u64,

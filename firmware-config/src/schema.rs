@@ -49,7 +49,7 @@ pub struct Controller {
     /// one are candidates.
     #[serde(default = "default_fuzz")]
     pub fuzz: f64,
-    /// UDP address the agents report to, e.g. `"198.18.2.254:7946"`; no
+    /// UDP address the agents report to, e.g. `"198.18.2.1:7946"`; no
     /// agent listener without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_listen: Option<String>,
@@ -60,7 +60,7 @@ pub struct Controller {
     /// stale and ignored.
     #[serde(default = "default_two")]
     pub agent_interval_s: f64,
-    /// TCP address of the server list (seed 003), e.g. `"198.18.1.254:7947"`;
+    /// TCP address of the server list (seed 003), e.g. `"198.18.2.1:7947"`;
     /// not served without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_list: Option<String>,

@@ -340,13 +340,13 @@ fn check_controller(c: &mut Checker<'_>, cfg: &Config) {
         c,
         "controller.agent_listen",
         &k.agent_listen,
-        "198.18.2.254:7946",
+        "198.18.2.1:7946",
     );
     check_socket_addr(
         c,
         "controller.server_list",
         &k.server_list,
-        "198.18.1.254:7947",
+        "198.18.2.1:7947",
     );
     if k.agent_listen.is_some() && k.agent_key_file.as_deref().is_none_or(str::is_empty) {
         c.err(

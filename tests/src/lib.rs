@@ -335,3 +335,23 @@ pub fn port_drops(stats: &serde_json::Value, index: usize) -> Vec<(String, u64)>
         })
         .unwrap_or_default()
 }
+
+/// Drops that say something went wrong, on any port: (port, reason,
+/// count). ARP traffic not for us, clients not yet resolved and multicast
+/// are the normal background of a live network and are left out.
+pub fn unexpected_drops(stats: &serde_json::Value) -> Vec<(usize, String, u64)> {
+    let ports = stats["ports"].as_array().map_or(0, Vec::len);
+    (0..ports)
+        .flat_map(|i| {
+            port_drops(stats, i)
+                .into_iter()
+                .map(move |(r, n)| (i, r, n))
+        })
+        .filter(|(_, r, _)| {
+            !matches!(
+                r.as_str(),
+                "arp_reply_consumed" | "arp_not_for_us" | "client_unresolved" | "ipv4_multicast"
+            )
+        })
+        .collect()
+}
