@@ -6,14 +6,13 @@
 //! without a controller it keeps the last tables it was given.
 
 use anyhow::{Context, Result};
-use ctl::agent::Receiver;
+use ctl::agent::{unix_ms, Receiver};
 use ctl::health::{HealthChecker, Target};
 use ctl::policy::{self, BackendInput, Ewma, LinkLoad, Params};
 use ctl::serverlist::{self, Server, ServerList, Status, VipServers};
 use firmware_config::client::Client;
 use firmware_config::control::{
-    BackendSelection, Command, ConfigDumpReply, SelectionSetReply, StatsReply, VipListReply,
-    VipSelection,
+    BackendSelection, Command, ConfigDumpReply, SelectionSetReply, StatsReply, VipSelection,
 };
 use firmware_config::{Config, HealthCheck, HealthKind};
 use std::collections::HashMap;
@@ -21,21 +20,11 @@ use std::net::{SocketAddrV4, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// A backend's identity in the controller: (VIP `address:port/protocol`,
 /// backend address, backend port).
 type Key = (String, std::net::Ipv4Addr, u16);
-
-fn vip_id(v: &firmware_config::Vip) -> String {
-    format!("{}:{}/{}", v.address, v.port, v.protocol)
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// Smoothed traffic on one backend's link, from the dataplane's counters.
 #[derive(Default)]
@@ -217,7 +206,6 @@ impl Controller {
         self.settings.fuzz = cfg.controller.fuzz;
         self.health.set_targets(targets(&cfg));
         let stats: StatsReply = serde_json::from_value(self.client.call(Command::Stats)?)?;
-        let vips: VipListReply = serde_json::from_value(self.client.call(Command::VipList)?)?;
         let now = Instant::now();
         self.measure(&stats, now);
         let health = self.health.snapshot();
@@ -231,20 +219,10 @@ impl Controller {
             .iter()
             .filter_map(|b| {
                 let v = cfg.vips.iter().find(|v| v.label() == b.vip)?;
-                Some(((vip_id(v), b.address.parse().ok()?, b.port), b.active_flows))
-            })
-            .collect();
-        let egress: HashMap<Key, String> = vips
-            .vips
-            .iter()
-            .flat_map(|v| {
-                let id = format!("{}:{}/{}", v.address, v.port, v.protocol);
-                v.backends.iter().filter_map(move |b| {
-                    Some((
-                        (id.clone(), b.address.parse().ok()?, b.port),
-                        b.egress.clone(),
-                    ))
-                })
+                Some((
+                    (v.service(), b.address.parse().ok()?, b.port),
+                    b.active_flows,
+                ))
             })
             .collect();
         let params = Params {
@@ -253,7 +231,7 @@ impl Controller {
         let mut selections = Vec::new();
         let mut servers = Vec::new();
         for v in &cfg.vips {
-            let id = vip_id(v);
+            let id = v.service();
             let inputs: Vec<BackendInput> = v
                 .backends
                 .iter()
@@ -261,9 +239,10 @@ impl Controller {
                     let port = b.port_or(v.port);
                     let key: Key = (id.clone(), b.address, port);
                     let h = health.get(&target_key(&id, b.address, port));
-                    let drop = egress
-                        .get(&key)
-                        .and_then(|p| self.ports.get(p))
+                    // The backend's link leaves through its egress port.
+                    let drop = cfg
+                        .egress_port_index(b)
+                        .and_then(|i| self.ports.get(&cfg.ports[i].name))
                         .map_or(0.0, PortMeter::value);
                     let agent_name = b.agent.clone().unwrap_or_else(|| b.address.to_string());
                     let spare = agents
@@ -395,7 +374,7 @@ fn targets(cfg: &Config) -> Vec<Target> {
         if check.kind == HealthKind::None {
             continue;
         }
-        let id = vip_id(v);
+        let id = v.service();
         for b in &v.backends {
             let port = b.port_or(v.port);
             out.push(Target {

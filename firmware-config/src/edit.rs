@@ -20,13 +20,12 @@ pub fn find_vip(cfg: &Config, sel: &str) -> Result<usize, String> {
     {
         return Ok(i);
     }
-    let full = |v: &crate::schema::Vip| format!("{}:{}/{}", v.address, v.port, v.protocol);
     let matches: Vec<usize> = cfg
         .vips
         .iter()
         .enumerate()
         .filter(|(_, v)| {
-            full(v) == sel
+            v.service() == sel
                 || format!("{}:{}", v.address, v.port) == sel
                 || v.address.to_string() == sel
         })
@@ -43,7 +42,7 @@ pub fn find_vip(cfg: &Config, sel: &str) -> Result<usize, String> {
             matches.len(),
             matches
                 .iter()
-                .map(|&i| full(&cfg.vips[i]))
+                .map(|&i| cfg.vips[i].service())
                 .collect::<Vec<_>>()
                 .join(", ")
         )),

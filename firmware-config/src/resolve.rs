@@ -10,12 +10,18 @@ impl Backend {
 }
 
 impl Vip {
-    /// The operator's `name`, or `address:port/protocol` (`198.18.100.1:80/tcp`).
+    /// The operator's `name`, or [`Vip::service`].
     pub fn label(&self) -> String {
         match &self.name {
             Some(n) => n.clone(),
-            None => format!("{}:{}/{}", self.address, self.port, self.protocol),
+            None => self.service(),
         }
+    }
+
+    /// `address:port/protocol` (`198.18.100.1:80/tcp`): what identifies the
+    /// VIP whatever its name.
+    pub fn service(&self) -> String {
+        format!("{}:{}/{}", self.address, self.port, self.protocol)
     }
 }
 
