@@ -86,7 +86,7 @@ struct Pushed {
 /// at most `MAX_VIPS` VIPs and `MAX_BACKENDS` backends in its lifetime.
 #[derive(Debug, Default, Clone)]
 struct IdMap {
-    vips: HashMap<(u32, u16, Protocol), u32>,
+    vips: HashMap<VipKey, u32>,
     backends: HashMap<(u32, u32, u16), u32>,
     next_vip: u32,
     next_backend: u32,
@@ -105,37 +105,19 @@ impl IdMap {
         let mut backends = HashMap::new();
         let mut out = Vec::new();
         for v in &config.vips {
-            let vkey = (u32::from(v.address), v.port, v.protocol);
-            let vid = match next.vips.get(&vkey) {
-                Some(&id) => id,
-                None => {
-                    let id = next.next_vip;
-                    if id as usize >= MAX_VIPS {
-                        return Err(format!(
-                            "VIP ids exhausted: this sluiced has created {MAX_VIPS} VIPs; restart it to start over"
-                        ));
-                    }
-                    next.next_vip += 1;
-                    id
-                }
-            };
+            let vkey = vip_key(v);
+            let vid = id_for(&next.vips, vkey, &mut next.next_vip, MAX_VIPS, "VIP")?;
             vips.insert(vkey, vid);
             let mut ids = Vec::new();
             for b in &v.backends {
                 let bkey = (vid, u32::from(b.address), b.port_or(v.port));
-                let bid = match next.backends.get(&bkey) {
-                    Some(&id) => id,
-                    None => {
-                        let id = next.next_backend;
-                        if id as usize >= MAX_BACKENDS {
-                            return Err(format!(
-                                "backend ids exhausted: this sluiced has created {MAX_BACKENDS} backends; restart it to start over"
-                            ));
-                        }
-                        next.next_backend += 1;
-                        id
-                    }
-                };
+                let bid = id_for(
+                    &next.backends,
+                    bkey,
+                    &mut next.next_backend,
+                    MAX_BACKENDS,
+                    "backend",
+                )?;
                 backends.insert(bkey, bid);
                 ids.push(bid);
             }
@@ -146,6 +128,28 @@ impl IdMap {
         *self = next;
         Ok(out)
     }
+}
+
+/// The id `key` has in `ids`, else the next unused one (`next`, advanced),
+/// or an error once `max` ids have been handed out.
+fn id_for<K: std::hash::Hash + Eq>(
+    ids: &HashMap<K, u32>,
+    key: K,
+    next: &mut u32,
+    max: usize,
+    what: &str,
+) -> Result<u32, String> {
+    if let Some(&id) = ids.get(&key) {
+        return Ok(id);
+    }
+    let id = *next;
+    if id as usize >= max {
+        return Err(format!(
+            "{what} ids exhausted: this sluiced has created {max} {what}s; restart it to start over"
+        ));
+    }
+    *next += 1;
+    Ok(id)
 }
 
 /// Refuses configurations beyond the fast path's fixed counter arrays.
@@ -282,7 +286,7 @@ impl Appliance {
                     .map(|m| m.0)
                     .or_else(|| hop.and_then(|h| self.neighbours.get(&(egress, h)).map(|n| n.mac)));
                 let port = b.port_or(vip.port);
-                let healthy = self.health.get(&(vip_key(vip), addr, port)) != Some(&false);
+                let healthy = self.healthy(vip, b);
                 out[id as usize] = Some(BackendInfo {
                     id,
                     vip: *vid,
@@ -348,11 +352,7 @@ impl Appliance {
         members: &[&BackendInfo],
     ) -> (Vec<u32>, Layout) {
         let configured: Vec<u32> = members.iter().map(|b| b.weight).collect();
-        let Some(p) = self
-            .selections
-            .get(&vip_key(v))
-            .filter(|p| p.policy == v.policy)
-        else {
+        let Some(p) = self.pushed_for(v) else {
             return (configured, Layout::Maglev);
         };
         let (mut pushed_sum, mut cfg_sum) = (0u64, 0u64);
@@ -380,6 +380,22 @@ impl Appliance {
             SelectionKind::Ranges => Layout::Ranges,
         };
         (weights, layout)
+    }
+
+    /// The controller's selection for `v`, when it was computed for the
+    /// VIP's current policy.
+    fn pushed_for(&self, v: &firmware_config::Vip) -> Option<&Pushed> {
+        self.selections
+            .get(&vip_key(v))
+            .filter(|p| p.policy == v.policy)
+    }
+
+    /// Health of backend `b` of `v` as the controller last pushed it (up
+    /// until it says otherwise).
+    fn healthy(&self, v: &firmware_config::Vip, b: &firmware_config::Backend) -> bool {
+        self.health
+            .get(&(vip_key(v), u32::from(b.address), b.port_or(v.port)))
+            != Some(&false)
     }
 
     /// Forgets pushed health and selections of backends and VIPs no longer
@@ -467,7 +483,6 @@ impl Appliance {
             );
             applied += 1;
         }
-        self.forget_unconfigured();
         self.rebuild_vips(&self.assigned.clone());
         SelectionSetReply {
             applied,
@@ -481,25 +496,15 @@ impl Appliance {
         let i = firmware_config::edit::find_vip(&self.config, sel)?;
         let v = &self.config.vips[i];
         let info = &self.vips[i];
-        let pushed = self
-            .selections
-            .get(&vip_key(v))
-            .filter(|p| p.policy == v.policy);
+        let pushed = self.pushed_for(v);
         let counts = info.maglev.slot_counts(info.backend_ids.len());
         let size = info.maglev.size();
-        let backends_now = self.backend_infos(&self.assigned);
-        let members: Vec<&BackendInfo> = info
-            .backend_ids
-            .iter()
-            .filter_map(|&id| backends_now.get(id as usize).and_then(Option::as_ref))
-            .collect();
-        let (weights, layout) = self.selection_weights(v, &members);
         let backends = v
             .backends
             .iter()
-            .zip(members.iter().zip(&weights))
+            .zip(&info.weights)
             .enumerate()
-            .map(|(k, (b, (info_b, &w)))| {
+            .map(|(k, (b, &weight))| {
                 let port = b.port_or(v.port);
                 let (inputs, note) = pushed
                     .and_then(|p| p.weights.get(&(u32::from(b.address), port)))
@@ -512,12 +517,12 @@ impl Appliance {
                     drain: b.drain,
                     priority: b.priority,
                     group: b.group.clone(),
-                    up: info_b.healthy,
+                    up: self.healthy(v, b),
                     inputs,
-                    weight: if info_b.accepts_new { w } else { 0 },
+                    weight,
                     share_percent: f64::from(counts.get(k).copied().unwrap_or(0)) * 100.0
                         / f64::from(size.max(1)),
-                    range: match layout {
+                    range: match info.layout {
                         Layout::Ranges => info.maglev.range_of(k as u32),
                         Layout::Maglev => None,
                     },
@@ -572,15 +577,20 @@ impl Appliance {
                 Some(self.assigned[i].1[k])
             }
             (Some(b), None) => {
-                let found: Vec<u32> = tables
-                    .backends
+                let found: Vec<u32> = self
+                    .config
+                    .vips
                     .iter()
-                    .flatten()
-                    .filter(|x| {
-                        Ipv4Addr::from(x.addr).to_string() == b
-                            || format!("{}:{}", Ipv4Addr::from(x.addr), x.port) == b
+                    .zip(&self.assigned)
+                    .flat_map(|(v, (_, ids))| {
+                        v.backends
+                            .iter()
+                            .zip(ids)
+                            .filter(move |(x, _)| {
+                                firmware_config::edit::backend_matches(x, v.port, b)
+                            })
+                            .map(|(_, &id)| id)
                     })
-                    .map(|x| x.id)
                     .collect();
                 match found.as_slice() {
                     [id] => Some(*id),

@@ -74,6 +74,11 @@ pub struct VipInfo {
     /// Maglev table over `backend_ids` (weight 0 for those not taking new
     /// connections); a slot holds an index into `backend_ids`.
     pub maglev: MaglevTable,
+    /// The weight each of `backend_ids` got in `maglev` (0 for those not
+    /// taking new connections), and how the table is laid out: what
+    /// `policy show` reports. Not read by the fast path.
+    pub weights: Vec<u32>,
+    pub layout: Layout,
 }
 
 /// What identifies a VIP service, before its Maglev table is built.
@@ -141,6 +146,8 @@ impl VipInfo {
             mode: spec.mode,
             backend_ids: backends.iter().map(|b| b.id).collect(),
             maglev,
+            weights: effective,
+            layout,
         }
     }
 

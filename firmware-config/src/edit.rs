@@ -60,6 +60,13 @@ fn vip_names(cfg: &Config) -> String {
         .join(", ")
 }
 
+/// Whether backend `b` of a VIP on port `vip_port` is what `sel` names:
+/// its `address`, or its `address:port`.
+pub fn backend_matches(b: &crate::schema::Backend, vip_port: u16, sel: &str) -> bool {
+    let sel = sel.trim();
+    b.address.to_string() == sel || format!("{}:{}", b.address, b.port_or(vip_port)) == sel
+}
+
 /// Index of the backend `sel` (`address` or `address:port`) of VIP `vip`.
 pub fn find_backend(cfg: &Config, vip: usize, sel: &str) -> Result<usize, String> {
     let v = &cfg.vips[vip];
@@ -68,9 +75,7 @@ pub fn find_backend(cfg: &Config, vip: usize, sel: &str) -> Result<usize, String
         .backends
         .iter()
         .enumerate()
-        .filter(|(_, b)| {
-            b.address.to_string() == sel || format!("{}:{}", b.address, b.port_or(v.port)) == sel
-        })
+        .filter(|(_, b)| backend_matches(b, v.port, sel))
         .map(|(i, _)| i)
         .collect();
     match matches.as_slice() {
