@@ -89,6 +89,13 @@ fn eal_args(cfg: &Config) -> Vec<String> {
     a
 }
 
+/// Locks `m`, ignoring poisoning: a control connection thread that
+/// panicked must not take the management loop and every later request down
+/// with it (the behaviour each call site had spelled out before).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// What the control handler and the management loop share.
 struct Shared {
     app: Mutex<Appliance>,
@@ -130,7 +137,7 @@ impl Shared {
     }
 
     fn status(&self) -> StatusReply {
-        let app = self.app.lock().unwrap_or_else(|e| e.into_inner());
+        let app = lock(&self.app);
         let tables = self.tables.load();
         let ports = app
             .config
@@ -192,7 +199,7 @@ impl Handler for Shared {
             Command::Status => serde_json::to_value(self.status()),
             Command::Stats => {
                 let nic = self.nic_stats();
-                let app = self.app.lock().unwrap_or_else(|e| e.into_inner());
+                let app = lock(&self.app);
                 let tables = self.tables.load();
                 serde_json::to_value(app.stats(
                     &tables,
@@ -204,12 +211,12 @@ impl Handler for Shared {
                 ))
             }
             Command::VipList => {
-                let app = self.app.lock().unwrap_or_else(|e| e.into_inner());
+                let app = lock(&self.app);
                 let tables = self.tables.load();
                 serde_json::to_value(app.vip_list(&tables))
             }
             Command::ConfigDump => {
-                let app = self.app.lock().unwrap_or_else(|e| e.into_inner());
+                let app = lock(&self.app);
                 serde_json::to_value(ConfigDumpReply {
                     toml: app.config.to_toml(),
                 })
@@ -217,7 +224,7 @@ impl Handler for Shared {
             Command::ConfigApply { file, text } => {
                 let new = firmware_config::parse_with(text, file, &self.env)
                     .map_err(|e| format!("{e}\nnothing was changed"))?;
-                let mut app = self.app.lock().unwrap_or_else(|e| e.into_inner());
+                let mut app = lock(&self.app);
                 firmware_config::edit::check_live(&app.config, &new, text, file)
                     .map_err(|e| format!("{e}\nnothing was changed"))?;
                 let changes = describe_apply(&app.config, &new);
@@ -236,7 +243,7 @@ impl Handler for Shared {
             | Command::BackendRemove { .. }
             | Command::BackendSet { .. }
             | Command::PolicySet { .. } => {
-                let mut app = self.app.lock().unwrap_or_else(|e| e.into_inner());
+                let mut app = lock(&self.app);
                 let (new, changes) = firmware_config::edit::apply(&app.config, cmd, &self.env)
                     .map_err(|e| format!("{e}\nnothing was changed"))?;
                 app.reconfigure(new)
@@ -251,7 +258,7 @@ impl Handler for Shared {
                 })
             }
             Command::PolicyShow { vip } => {
-                let app = self.app.lock().unwrap_or_else(|e| e.into_inner());
+                let app = lock(&self.app);
                 serde_json::to_value(app.policy_show(vip, self.started.elapsed().as_secs_f64())?)
             }
             Command::FlowList {
@@ -259,14 +266,14 @@ impl Handler for Shared {
                 backend,
                 limit,
             } => {
-                let app = self.app.lock().unwrap_or_else(|e| e.into_inner());
+                let app = lock(&self.app);
                 let tables = self.tables.load();
                 let dropped = self
                     .counters
                     .iter()
                     .map(|c| c.flows.events_dropped.get())
                     .sum();
-                let mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());
+                let mirror = lock(&self.mirror);
                 let mut reply = app.flow_list(
                     &mirror,
                     &tables,
@@ -279,7 +286,7 @@ impl Handler for Shared {
                 serde_json::to_value(reply)
             }
             Command::SelectionSet { controller, vips } => {
-                let mut app = self.app.lock().unwrap_or_else(|e| e.into_inner());
+                let mut app = lock(&self.app);
                 let mut reply =
                     app.apply_selection(controller, vips, self.started.elapsed().as_secs_f64());
                 self.publish(&mut app);
@@ -474,7 +481,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<()> {
         let mut changed = false;
         let mut wanted: Vec<(u16, u32)> = Vec::new();
         {
-            let mut app = shared.app.lock().unwrap_or_else(|e| e.into_inner());
+            let mut app = lock(&shared.app);
             for ring in &hint_rings {
                 while let Some(h) = ring.pop() {
                     match h {
@@ -507,7 +514,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<()> {
         // the rings from filling up.
         let mut drained = 0;
         {
-            let mut mirror = shared.mirror.lock().unwrap_or_else(|e| e.into_inner());
+            let mut mirror = lock(&shared.mirror);
             for ring in &event_rings {
                 while let Some(ev) = ring.pop() {
                     mirror.apply(&ev, now_s);
