@@ -566,26 +566,21 @@ fn run(cli: &Cli) -> Result<()> {
             verbose,
         } => {
             let t = std::time::Duration::from_secs_f64(timeout.max(0.01));
-            let out = ctl::serverlist::pick(
+            let o = ctl::serverlist::pick(
                 *from,
                 vip,
                 t,
                 3,
                 &mut rand::thread_rng(),
                 ctl::serverlist::tcp_connect,
-            );
-            match out {
-                Ok(o) => {
-                    if *verbose {
-                        for a in &o.attempts {
-                            eprintln!("{a}");
-                        }
-                    }
-                    println!("{}", o.server);
-                    Ok(())
+            )?;
+            if *verbose {
+                for a in &o.attempts {
+                    eprintln!("{a}");
                 }
-                Err(e) => Err(e),
             }
+            println!("{}", o.server);
+            Ok(())
         }
         Cmd::Status { json } => {
             let v = Client::new(socket_path(cli)).call(Command::Status)?;

@@ -228,13 +228,7 @@ impl Handler for Shared {
                 firmware_config::edit::check_live(&app.config, &new, text, file)
                     .map_err(|e| format!("{e}\nnothing was changed"))?;
                 let changes = describe_apply(&app.config, &new);
-                app.reconfigure(new)
-                    .map_err(|e| format!("{e}; nothing was changed"))?;
-                self.publish(&mut app);
-                serde_json::to_value(ChangeReply {
-                    changes,
-                    tables_generation: app.generation(),
-                })
+                serde_json::to_value(self.install(&mut app, new, changes)?)
             }
             Command::VipAdd { .. }
             | Command::VipSet { .. }
@@ -246,16 +240,7 @@ impl Handler for Shared {
                 let mut app = lock(&self.app);
                 let (new, changes) = firmware_config::edit::apply(&app.config, cmd, &self.env)
                     .map_err(|e| format!("{e}\nnothing was changed"))?;
-                app.reconfigure(new)
-                    .map_err(|e| format!("{e}; nothing was changed"))?;
-                self.publish(&mut app);
-                for c in &changes {
-                    eprintln!("sluiced: {c}");
-                }
-                serde_json::to_value(ChangeReply {
-                    changes,
-                    tables_generation: app.generation(),
-                })
+                serde_json::to_value(self.install(&mut app, new, changes)?)
             }
             Command::PolicyShow { vip } => {
                 let app = lock(&self.app);
@@ -302,6 +287,26 @@ impl Shared {
     /// Publishes new tables built from `app` (the caller holds its lock).
     fn publish(&self, app: &mut Appliance) {
         self.tables.store(Arc::new(app.build_tables()));
+    }
+
+    /// Makes a validated configuration the running one, publishes its
+    /// tables and logs what changed.
+    fn install(
+        &self,
+        app: &mut Appliance,
+        new: Config,
+        changes: Vec<String>,
+    ) -> Result<ChangeReply, String> {
+        app.reconfigure(new)
+            .map_err(|e| format!("{e}; nothing was changed"))?;
+        self.publish(app);
+        for c in &changes {
+            eprintln!("sluiced: {c}");
+        }
+        Ok(ChangeReply {
+            changes,
+            tables_generation: app.generation(),
+        })
     }
 }
 
