@@ -248,6 +248,17 @@ pub struct ReceiverCounts {
     pub replayed: u64,
 }
 
+/// The latest datagram a [`Receiver`] refused.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Refusal {
+    /// Where it came from, when known (`ADDR:PORT`).
+    pub from: Option<String>,
+    /// Why it was refused (the [`Reject`] as text).
+    pub reason: String,
+    /// When, unix ms.
+    pub unix_ms: u64,
+}
+
 /// The controller's side: judges datagrams and keeps the latest report of
 /// each agent. Pure (no sockets, time passed in); [`listen`] feeds it.
 #[derive(Debug, Clone)]
@@ -256,6 +267,7 @@ pub struct Receiver {
     stale_after_ms: u64,
     latest: BTreeMap<String, Report>,
     counts: ReceiverCounts,
+    last_refused: Option<Refusal>,
 }
 
 impl Receiver {
@@ -270,12 +282,24 @@ impl Receiver {
             stale_after_ms,
             latest: BTreeMap::new(),
             counts: ReceiverCounts::default(),
+            last_refused: None,
         }
     }
 
     /// Judges one datagram received at `now_ms` (unix ms); on success it
     /// becomes the latest report of its agent.
     pub fn accept(&mut self, datagram: &[u8], now_ms: u64) -> Result<&Report, Reject> {
+        self.accept_from(datagram, None, now_ms)
+    }
+
+    /// [`Receiver::accept`] for a datagram from `from` (remembered with a
+    /// refusal, see [`Receiver::last_refused`]).
+    pub fn accept_from(
+        &mut self,
+        datagram: &[u8],
+        from: Option<SocketAddr>,
+        now_ms: u64,
+    ) -> Result<&Report, Reject> {
         match self.judge(datagram, now_ms) {
             Ok(report) => {
                 self.counts.accepted += 1;
@@ -296,6 +320,11 @@ impl Receiver {
                     Reject::Stale { .. } => c.stale += 1,
                     Reject::Replayed => c.replayed += 1,
                 }
+                self.last_refused = Some(Refusal {
+                    from: from.map(|a| a.to_string()),
+                    reason: reject.to_string(),
+                    unix_ms: now_ms,
+                });
                 Err(reject)
             }
         }
@@ -341,6 +370,11 @@ impl Receiver {
     /// What was done with the datagrams so far.
     pub fn counts(&self) -> ReceiverCounts {
         self.counts
+    }
+
+    /// The latest datagram refused, if any.
+    pub fn last_refused(&self) -> Option<&Refusal> {
+        self.last_refused.as_ref()
     }
 }
 
@@ -389,7 +423,7 @@ fn receive_loop(socket: &UdpSocket, shared: &Mutex<Receiver>, stop: &AtomicBool)
         let datagram = buf.get(..n).unwrap_or_default();
         let result = {
             let mut r = shared.lock().unwrap_or_else(|p| p.into_inner());
-            r.accept(datagram, unix_ms()).map(|_| ())
+            r.accept_from(datagram, Some(from), unix_ms()).map(|_| ())
         };
         if let Err(reject) = result {
             if limiter.allow(from.ip(), Instant::now()) {
@@ -1044,6 +1078,19 @@ mod tests {
             }
         );
         assert_eq!(rx.latest("web1", NOW).map(|r| r.seq), Some(2));
+        // The latest refusal is remembered, with its source when known.
+        let refused = rx.last_refused().cloned().expect("a refusal");
+        assert_eq!(refused.from, None);
+        assert_eq!(refused.unix_ms, NOW);
+        assert!(refused.reason.contains("authentication"), "{refused:?}");
+        let from: SocketAddr = "127.0.0.1:4242".parse().expect("addr");
+        let _ = rx.accept_from(b"junk", Some(from), NOW + 1);
+        let refused = rx.last_refused().cloned().expect("a refusal");
+        assert_eq!(refused.from.as_deref(), Some("127.0.0.1:4242"));
+        assert!(refused.reason.starts_with("malformed"), "{refused:?}");
+        // An accepted report does not clear it.
+        let _ = rx.accept(&seal(&report("web1", 5, NOW), KEY), NOW + 2);
+        assert_eq!(rx.last_refused(), Some(&refused));
     }
 
     #[test]

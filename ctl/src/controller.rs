@@ -9,13 +9,17 @@ use anyhow::{Context, Result};
 use ctl::agent::{unix_ms, Receiver};
 use ctl::health::{HealthChecker, Target};
 use ctl::policy::{self, BackendInput, Ewma, LinkLoad, Params};
-use ctl::serverlist::{self, Server, ServerList, Status, VipServers};
+use ctl::serverlist::{
+    self, ControllerStatus, Published, PushResult, RoundResult, Server, ServerList, Status,
+    VipServers, VipStatus,
+};
 use firmware_config::client::Client;
 use firmware_config::control::{
     BackendSelection, Command, ConfigDumpReply, SelectionSetReply, StatsReply, VipSelection,
 };
-use firmware_config::{Config, HealthCheck, HealthKind};
-use std::collections::HashMap;
+use firmware_config::{Config, HealthCheck, HealthKind, Protocol};
+use std::collections::{BTreeSet, HashMap};
+use std::hash::Hash;
 use std::net::{SocketAddrV4, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,19 +39,17 @@ struct LinkMeter {
 }
 
 impl LinkMeter {
-    /// Records the backend's counters (bytes and packets to + from it).
+    /// Records the backend's counters (bytes and packets to + from it);
+    /// `alpha` (the current `smoothing`) applies to the existing averages
+    /// too.
     fn update(&mut self, now: Instant, bytes: u64, packets: u64, alpha: f64) {
         if let Some((t, b0, p0)) = self.last {
             let dt = now.duration_since(t).as_secs_f64();
             if let (Some(br), Some(pr)) =
                 (policy::rate(b0, bytes, dt), policy::rate(p0, packets, dt))
             {
-                self.bytes
-                    .get_or_insert_with(|| Ewma::new(alpha))
-                    .update(br);
-                self.packets
-                    .get_or_insert_with(|| Ewma::new(alpha))
-                    .update(pr);
+                smooth(&mut self.bytes, br, alpha);
+                smooth(&mut self.packets, pr, alpha);
             }
         }
         self.last = Some((now, bytes, packets));
@@ -75,9 +77,7 @@ impl PortMeter {
             let s = sent.saturating_sub(s0) as f64;
             let d = dropped.saturating_sub(d0) as f64;
             let f = if s + d > 0.0 { d / (s + d) } else { 0.0 };
-            self.fraction
-                .get_or_insert_with(|| Ewma::new(alpha))
-                .update(f);
+            smooth(&mut self.fraction, f, alpha);
         }
         self.last = Some((sent, dropped));
     }
@@ -87,17 +87,104 @@ impl PortMeter {
     }
 }
 
+/// Feeds `x` to the average in `slot` (created at the first sample) with
+/// the smoothing factor `alpha`, which replaces the one it had: a live
+/// change of `controller.smoothing` applies to every existing average.
+fn smooth(slot: &mut Option<Ewma>, x: f64, alpha: f64) {
+    let ewma = slot.get_or_insert_with(|| Ewma::new(alpha));
+    ewma.set_alpha(alpha);
+    ewma.update(x);
+}
+
+/// EWMAs of a sampled measurement, one per key: every interval the current
+/// sample of each key is fed in; a key without a sample is forgotten (its
+/// next sample starts afresh).
+struct Smoothed<K> {
+    averages: HashMap<K, Ewma>,
+}
+
+impl<K> Default for Smoothed<K> {
+    fn default() -> Self {
+        Smoothed {
+            averages: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone> Smoothed<K> {
+    /// Feeds this interval's `samples` with the smoothing factor `alpha`.
+    fn update(&mut self, samples: &HashMap<K, f64>, alpha: f64) {
+        self.averages.retain(|k, _| samples.contains_key(k));
+        for (k, &x) in samples {
+            let e = self
+                .averages
+                .entry(k.clone())
+                .or_insert_with(|| Ewma::new(alpha));
+            e.set_alpha(alpha);
+            e.update(x);
+        }
+    }
+
+    /// The smoothed value of `key` (`None` before its first finite sample).
+    fn get(&self, key: &K) -> Option<f64> {
+        self.averages.get(key).and_then(Ewma::value)
+    }
+}
+
+/// The agents' spare capacity, smoothed per agent over its reports: a
+/// report is fed in once (the first interval that sees it), however many
+/// intervals it stays the latest one, so the average moves at the agents'
+/// pace. An agent without a fresh report is forgotten.
+#[derive(Default)]
+struct SpareMeter {
+    /// By agent name: the `seq` of the last report fed in, and the average.
+    agents: HashMap<String, (u64, Ewma)>,
+}
+
+impl SpareMeter {
+    /// Feeds the fresh reports (agent → (`seq`, raw spare capacity)).
+    fn update(&mut self, fresh: &HashMap<String, (u64, f64)>, alpha: f64) {
+        self.agents.retain(|name, _| fresh.contains_key(name));
+        for (name, &(seq, spare)) in fresh {
+            match self.agents.get_mut(name) {
+                Some((last, e)) => {
+                    e.set_alpha(alpha);
+                    if *last != seq {
+                        *last = seq;
+                        e.update(spare);
+                    }
+                }
+                None => {
+                    let mut e = Ewma::new(alpha);
+                    e.update(spare);
+                    self.agents.insert(name.clone(), (seq, e));
+                }
+            }
+        }
+    }
+
+    /// The smoothed spare capacity of `agent`.
+    fn get(&self, agent: &str) -> Option<f64> {
+        self.agents.get(agent).and_then(|(_, e)| e.value())
+    }
+}
+
 struct Controller {
     name: String,
     client: Client,
     settings: firmware_config::Controller,
     health: HealthChecker,
     agents: Option<Arc<Mutex<Receiver>>>,
-    list: Arc<RwLock<ServerList>>,
+    /// The server list and status, served when `server_list` is set.
+    published: Published,
     /// By backend address: a server's link carries the traffic of every
     /// VIP and port it serves (seed 000 measures links, not services).
     links: HashMap<std::net::Ipv4Addr, LinkMeter>,
     ports: HashMap<String, PortMeter>,
+    /// Active flows per backend of each VIP.
+    flows: Smoothed<Key>,
+    /// Spare capacity per agent.
+    spares: SpareMeter,
     /// Whether sluiced answered last time (to log only the changes).
     connected: Option<bool>,
 }
@@ -141,22 +228,37 @@ pub fn run(config_path: &Path, socket: Option<PathBuf>, name: Option<String>) ->
         }
         None => None,
     };
-    let list = Arc::new(RwLock::new(ServerList::default()));
+    let name = name.unwrap_or_else(|| format!("sluicectl-run[{}]", std::process::id()));
+    let published = Published {
+        list: Arc::new(RwLock::new(ServerList::default())),
+        status: Arc::new(RwLock::new(ControllerStatus {
+            controller: name.clone(),
+            started_unix_ms: unix_ms(),
+            interval_s: k.interval_s,
+            smoothing: k.smoothing,
+            ..ControllerStatus::default()
+        })),
+        agents: agents.clone(),
+    };
     if let Some(addr) = &k.server_list {
         let l = TcpListener::bind(addr)
             .with_context(|| format!("serving the server list on TCP {addr}"))?;
-        threads.push(serverlist::serve(l, Arc::clone(&list), Arc::clone(&stop))?);
-        eprintln!("sluicectl: controller: server list on http://{addr}/servers");
+        threads.push(serverlist::serve(l, published.clone(), Arc::clone(&stop))?);
+        eprintln!(
+            "sluicectl: controller: server list on http://{addr}/servers, status on http://{addr}/status"
+        );
     }
     let mut c = Controller {
-        name: name.unwrap_or_else(|| format!("sluicectl-run[{}]", std::process::id())),
+        name,
         client: Client::new(socket.clone()),
         settings: k,
         health: HealthChecker::new(),
         agents,
-        list,
+        published,
         links: HashMap::new(),
         ports: HashMap::new(),
+        flows: Smoothed::default(),
+        spares: SpareMeter::default(),
         connected: None,
     };
     eprintln!(
@@ -167,7 +269,9 @@ pub fn run(config_path: &Path, socket: Option<PathBuf>, name: Option<String>) ->
     );
     while !stop.load(Ordering::Relaxed) {
         let started = Instant::now();
-        match c.tick() {
+        let result = c.tick();
+        c.record_round(&result);
+        match result {
             Ok(()) => {
                 if c.connected != Some(true) {
                     eprintln!("sluicectl: controller: pushing tables to sluiced");
@@ -204,16 +308,13 @@ impl Controller {
         self.settings.interval_s = cfg.controller.interval_s;
         self.settings.smoothing = cfg.controller.smoothing;
         self.settings.fuzz = cfg.controller.fuzz;
+        let alpha = self.settings.smoothing;
         self.health.set_targets(targets(&cfg));
         let stats: StatsReply = serde_json::from_value(self.client.call(Command::Stats)?)?;
         let now = Instant::now();
         self.measure(&stats, now);
         let health = self.health.snapshot();
         let now_ms = unix_ms();
-        let agents = self
-            .agents
-            .as_ref()
-            .map(|a| a.lock().unwrap_or_else(|e| e.into_inner()));
         let active: HashMap<Key, u64> = stats
             .backends
             .iter()
@@ -225,11 +326,36 @@ impl Controller {
                 ))
             })
             .collect();
+        let flow_samples: HashMap<Key, f64> =
+            active.iter().map(|(k, &n)| (k.clone(), n as f64)).collect();
+        self.flows.update(&flow_samples, alpha);
+        let agent_names: BTreeSet<String> = cfg
+            .vips
+            .iter()
+            .flat_map(|v| &v.backends)
+            .map(|b| b.agent.clone().unwrap_or_else(|| b.address.to_string()))
+            .collect();
+        let fresh: HashMap<String, (u64, f64)> = match &self.agents {
+            Some(a) => {
+                let rx = a.lock().unwrap_or_else(|e| e.into_inner());
+                agent_names
+                    .iter()
+                    .filter_map(|name| {
+                        let r = rx.latest(name, now_ms)?;
+                        let spare = r.metrics.custom.unwrap_or(r.metrics.cpu_idle);
+                        Some((name.clone(), (r.seq, spare.clamp(0.0, 1.0))))
+                    })
+                    .collect()
+            }
+            None => HashMap::new(),
+        };
+        self.spares.update(&fresh, alpha);
         let params = Params {
             fuzz: self.settings.fuzz,
         };
         let mut selections = Vec::new();
         let mut servers = Vec::new();
+        let mut vip_status = Vec::new();
         for v in &cfg.vips {
             let id = v.service();
             let inputs: Vec<BackendInput> = v
@@ -245,15 +371,6 @@ impl Controller {
                         .and_then(|i| self.ports.get(&cfg.ports[i].name))
                         .map_or(0.0, PortMeter::value);
                     let agent_name = b.agent.clone().unwrap_or_else(|| b.address.to_string());
-                    let spare = agents
-                        .as_ref()
-                        .and_then(|a| a.latest(&agent_name, now_ms))
-                        .map(|r| {
-                            r.metrics
-                                .custom
-                                .unwrap_or(r.metrics.cpu_idle)
-                                .clamp(0.0, 1.0)
-                        });
                     BackendInput {
                         address: b.address,
                         port,
@@ -263,18 +380,27 @@ impl Controller {
                         priority: b.priority,
                         group: b.group.clone(),
                         link: self.links.get(&b.address).and_then(|l| l.load(drop)),
-                        active_flows: active.get(&key).map(|&n| n as f64),
+                        active_flows: self.flows.get(&key),
                         rtt_ms: h.and_then(|h| h.rtt_ms),
-                        spare,
+                        spare: self.spares.get(&agent_name),
                     }
                 })
                 .collect();
             let d = policy::decide(v.policy, v.group_policy, &inputs, &params);
+            vip_status.push(VipStatus {
+                name: v.label(),
+                service: id.clone(),
+                policy: v.policy.to_string(),
+                backends: inputs.len(),
+                up: inputs.iter().filter(|i| i.up).count(),
+                serving: d.backends.iter().filter(|b| b.weight > 0).count(),
+            });
             servers.push(VipServers {
                 name: v.label(),
                 address: v.address.to_string(),
                 port: v.port,
                 protocol: v.protocol.to_string(),
+                udp_probe: udp_probe(v.protocol, v.health.as_ref()),
                 servers: inputs
                     .iter()
                     .zip(&d.backends)
@@ -286,9 +412,14 @@ impl Controller {
                         } else {
                             Status::Down
                         },
-                        connections: i.active_flows.unwrap_or(0.0) as u64,
+                        // The seed's "connected users": the current count,
+                        // not the smoothed one the policies use.
+                        connections: active
+                            .get(&(id.clone(), i.address, i.port))
+                            .copied()
+                            .unwrap_or(0),
                         priority: i.priority,
-                        group: i.group.clone(),
+                        backend_group: i.group.clone(),
                         weight: bd.weight,
                     })
                     .collect(),
@@ -313,7 +444,16 @@ impl Controller {
                     .collect(),
             });
         }
-        drop(agents);
+        {
+            let mut st = self
+                .published
+                .status
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            st.agent_names = agent_names;
+            st.vips = vip_status;
+        }
+        let pushed = selections.len();
         let reply: SelectionSetReply =
             serde_json::from_value(self.client.call(Command::SelectionSet {
                 controller: self.name.clone(),
@@ -322,12 +462,45 @@ impl Controller {
         for s in &reply.skipped {
             eprintln!("sluicectl: controller: sluiced skipped {s}");
         }
-        let mut l = self.list.write().unwrap_or_else(|e| e.into_inner());
+        self.published
+            .status
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_push = Some(PushResult {
+            unix_ms: unix_ms(),
+            vips: pushed,
+            skipped: reply.skipped.clone(),
+        });
+        let mut l = self
+            .published
+            .list
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         *l = ServerList {
             generated_unix_ms: now_ms,
             vips: servers,
         };
         Ok(())
+    }
+
+    /// Records the result of one round for `GET /status`.
+    fn record_round(&self, result: &Result<()>) {
+        let mut st = self
+            .published
+            .status
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        st.interval_s = self.settings.interval_s;
+        st.smoothing = self.settings.smoothing;
+        st.rounds += 1;
+        if result.is_err() {
+            st.failed_rounds += 1;
+        }
+        st.last_round = Some(RoundResult {
+            unix_ms: unix_ms(),
+            ok: result.is_ok(),
+            error: result.as_ref().err().map(|e| format!("{e:#}")),
+        });
     }
 
     /// Updates the link and port meters from the counters.
@@ -359,6 +532,16 @@ impl Controller {
     }
 }
 
+/// The `udp_probe` of a VIP in the server list: the `send` of its `udp`
+/// health check, when the check uses the service's own port (a check on
+/// another port speaks another protocol).
+fn udp_probe(protocol: Protocol, check: Option<&HealthCheck>) -> Option<String> {
+    let check = check?;
+    (protocol == Protocol::Udp && check.kind == HealthKind::Udp && check.port.is_none())
+        .then(|| check.send.clone())
+        .flatten()
+}
+
 fn target_key(vip: &str, addr: std::net::Ipv4Addr, port: u16) -> String {
     format!("{vip} {addr}:{port}")
 }
@@ -385,4 +568,120 @@ fn targets(cfg: &Config) -> Vec<Target> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(last: u8) -> Key {
+        (
+            "198.18.100.1:80/tcp".to_string(),
+            std::net::Ipv4Addr::new(198, 18, 2, last),
+            8080,
+        )
+    }
+
+    #[test]
+    fn active_flows_are_smoothed_and_forgotten_when_gone() {
+        let mut flows = Smoothed::default();
+        let samples = |pairs: &[(u8, f64)]| -> HashMap<Key, f64> {
+            pairs.iter().map(|&(k, x)| (key(k), x)).collect()
+        };
+        flows.update(&samples(&[(1, 10.0), (2, 0.0)]), 0.5);
+        assert_eq!(flows.get(&key(1)), Some(10.0));
+        assert_eq!(flows.get(&key(2)), Some(0.0));
+        flows.update(&samples(&[(1, 30.0), (2, 100.0)]), 0.5);
+        assert_eq!(flows.get(&key(1)), Some(20.0));
+        assert_eq!(flows.get(&key(2)), Some(50.0));
+        // Backend 2 gone from the counters: forgotten; back: starts afresh.
+        flows.update(&samples(&[(1, 20.0)]), 0.5);
+        assert_eq!(flows.get(&key(2)), None);
+        flows.update(&samples(&[(1, 20.0), (2, 8.0)]), 0.5);
+        assert_eq!(flows.get(&key(2)), Some(8.0));
+        // A live change of smoothing applies to the existing averages.
+        flows.update(&samples(&[(1, 40.0), (2, 8.0)]), 1.0);
+        assert_eq!(flows.get(&key(1)), Some(40.0));
+        flows.update(&samples(&[(1, 0.0), (2, 8.0)]), 0.25);
+        assert_eq!(flows.get(&key(1)), Some(30.0));
+    }
+
+    #[test]
+    fn spare_is_smoothed_per_report_not_per_interval() {
+        let mut spares = SpareMeter::default();
+        let fresh = |pairs: &[(&str, u64, f64)]| -> HashMap<String, (u64, f64)> {
+            pairs
+                .iter()
+                .map(|&(n, seq, x)| (n.to_string(), (seq, x)))
+                .collect()
+        };
+        spares.update(&fresh(&[("web1", 1, 0.8)]), 0.5);
+        assert_eq!(spares.get("web1"), Some(0.8));
+        // The same report seen again (the controller ticks faster than the
+        // agent reports): not fed twice.
+        spares.update(&fresh(&[("web1", 2, 0.2)]), 0.5);
+        assert_eq!(spares.get("web1"), Some(0.5));
+        spares.update(&fresh(&[("web1", 2, 0.2)]), 0.5);
+        assert_eq!(spares.get("web1"), Some(0.5));
+        // A smoothing change applies to the existing average.
+        spares.update(&fresh(&[("web1", 3, 0.9), ("web2", 7, 0.3)]), 1.0);
+        assert_eq!(spares.get("web1"), Some(0.9));
+        assert_eq!(spares.get("web2"), Some(0.3));
+        spares.update(&fresh(&[("web1", 4, 0.1), ("web2", 7, 0.3)]), 0.25);
+        let v = spares.get("web1").unwrap_or(f64::NAN);
+        assert!((v - 0.7).abs() < 1e-12, "{v}");
+        // No fresh report: no spare (the policies' "no report" rule), and
+        // the next report starts afresh.
+        spares.update(&fresh(&[("web2", 7, 0.3)]), 0.25);
+        assert_eq!(spares.get("web1"), None);
+        spares.update(&fresh(&[("web1", 9, 0.4), ("web2", 7, 0.3)]), 0.25);
+        assert_eq!(spares.get("web1"), Some(0.4));
+        assert_eq!(spares.get("nobody"), None);
+    }
+
+    #[test]
+    fn link_and_port_meters_follow_a_smoothing_change() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut link = LinkMeter::default();
+        link.update(t0, 0, 0, 0.5);
+        assert!(link.load(0.0).is_none(), "a rate needs two readings");
+        link.update(t0 + s, 1000, 10, 0.5);
+        link.update(t0 + 2 * s, 4000, 40, 0.5);
+        let l = link.load(0.0).expect("measured");
+        assert_eq!((l.bytes_per_s, l.packets_per_s), (2000.0, 20.0));
+        // smoothing = 1 from now on: the existing average follows at once.
+        link.update(t0 + 3 * s, 4000, 40, 1.0);
+        let l = link.load(0.25).expect("measured");
+        assert_eq!((l.bytes_per_s, l.packets_per_s), (0.0, 0.0));
+        assert_eq!(l.drop_fraction, 0.25);
+
+        let mut port = PortMeter::default();
+        port.update(0, 0, 0.5);
+        port.update(100, 0, 0.5);
+        assert_eq!(port.value(), 0.0);
+        port.update(150, 50, 0.5);
+        assert_eq!(port.value(), 0.25);
+        port.update(150, 150, 1.0);
+        assert_eq!(port.value(), 1.0);
+    }
+
+    #[test]
+    fn udp_probe_comes_from_a_udp_check_on_the_service_port() {
+        let mut check = HealthCheck::default_for(Protocol::Udp);
+        check.kind = HealthKind::Udp;
+        check.send = Some("ping".into());
+        assert_eq!(
+            udp_probe(Protocol::Udp, Some(&check)),
+            Some("ping".to_string())
+        );
+        assert_eq!(udp_probe(Protocol::Tcp, Some(&check)), None);
+        assert_eq!(udp_probe(Protocol::Udp, None), None);
+        let mut other_port = check.clone();
+        other_port.port = Some(5353);
+        assert_eq!(udp_probe(Protocol::Udp, Some(&other_port)), None);
+        let mut no_send = check;
+        no_send.send = None;
+        assert_eq!(udp_probe(Protocol::Udp, Some(&no_send)), None);
+    }
 }

@@ -10,10 +10,11 @@
 //! Nothing here panics on any input, and every network operation is bounded
 //! by the check's `timeout_s`.
 
+use crate::http;
 use firmware_config::{HealthCheck, HealthKind};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -77,16 +78,6 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// At most `max` characters of `bytes`, escaped for an error message.
-fn excerpt(bytes: &[u8], max: usize) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out: String = text.chars().take(max).collect::<String>();
-    if text.chars().count() > max {
-        out.push_str("...");
-    }
-    out.escape_debug().to_string()
-}
-
 /// Runs one health check of `target` and returns its round-trip time
 /// (connect plus response), or what went wrong.
 ///
@@ -135,56 +126,43 @@ fn connect(addr: SocketAddrV4, deadline: Instant) -> Result<TcpStream, String> {
 
 fn probe_http(check: &HealthCheck, addr: SocketAddrV4, deadline: Instant) -> Result<(), String> {
     let mut stream = connect(addr, deadline)?;
-    let request = format!(
-        "GET {} HTTP/1.0\r\nHost: {}\r\nUser-Agent: sluice-health\r\nConnection: close\r\n\r\n",
-        check.path,
-        addr.ip()
+    let request = http::get_request(
+        &check.path,
+        &addr.ip().to_string(),
+        &[("User-Agent", "sluice-health")],
     );
-    let left = remaining(deadline, "sending the request")?;
-    stream
-        .set_write_timeout(Some(left))
-        .map_err(|e| format!("socket: {e}"))?;
-    stream.write_all(request.as_bytes()).map_err(|e| {
-        if is_timeout(&e) {
-            "timed out sending the request".to_string()
-        } else {
-            format!("sending the request: {e}")
-        }
+    http::send(&mut stream, request.as_bytes(), deadline).map_err(|e| match e {
+        http::Error::TimedOut => "timed out sending the request".to_string(),
+        http::Error::Socket(e) => format!("socket: {e}"),
+        other => other.to_string(),
     })?;
 
     let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        if let Some(end) = buf.iter().position(|&b| b == b'\n') {
-            buf.truncate(end);
-            break;
-        }
-        if buf.len() >= MAX_HTTP_READ {
-            return Err(format!(
-                "no status line in the first {MAX_HTTP_READ} bytes: \"{}\"",
-                excerpt(&buf, 60)
-            ));
-        }
-        let left = remaining(deadline, "waiting for the status line")?;
-        stream
-            .set_read_timeout(Some(left))
-            .map_err(|e| format!("socket: {e}"))?;
-        let want = chunk.len().min(MAX_HTTP_READ - buf.len());
-        match stream.read(&mut chunk[..want]) {
-            Ok(0) if buf.is_empty() => {
-                return Err("connection closed without a response".to_string())
-            }
-            Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_timeout(&e) => {
-                return Err("timed out waiting for the status line".to_string())
-            }
-            Err(e) => return Err(format!("reading the response: {e}")),
-        }
+    http::read_tcp(
+        &mut stream,
+        &mut buf,
+        deadline,
+        MAX_HTTP_READ,
+        http::Until::StatusLine,
+    )
+    .map_err(|e| match e {
+        http::Error::TimedOut => "timed out waiting for the status line".to_string(),
+        http::Error::TooBig => format!(
+            "no status line in the first {MAX_HTTP_READ} bytes: \"{}\"",
+            http::excerpt(&buf, 60)
+        ),
+        http::Error::Socket(e) => format!("socket: {e}"),
+        other => other.to_string(),
+    })?;
+    if buf.is_empty() {
+        return Err("connection closed without a response".to_string());
     }
-    let status = parse_status_line(&buf)
-        .ok_or_else(|| format!("not an HTTP response: \"{}\"", excerpt(&buf, 60)))?;
+    let line = match buf.iter().position(|&b| b == b'\n') {
+        Some(end) => buf.get(..end).unwrap_or_default(),
+        None => &buf,
+    };
+    let status = http::parse_status_line(line)
+        .map_err(|_| format!("not an HTTP response: \"{}\"", http::excerpt(line, 60)))?;
     if status == check.expect_status {
         Ok(())
     } else {
@@ -193,22 +171,6 @@ fn probe_http(check: &HealthCheck, addr: SocketAddrV4, deadline: Instant) -> Res
             check.expect_status
         ))
     }
-}
-
-/// The status code of an HTTP/1.x status line (`HTTP/1.1 200 OK`).
-fn parse_status_line(line: &[u8]) -> Option<u16> {
-    let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
-    let mut parts = line.split(' ');
-    let version = parts.next()?;
-    let minor = version.strip_prefix("HTTP/1.")?;
-    if minor.len() != 1 || !minor.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let code = parts.next()?;
-    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    code.parse().ok()
 }
 
 fn trim_line_end(mut b: &[u8]) -> &[u8] {
@@ -254,8 +216,8 @@ fn probe_udp(check: &HealthCheck, addr: SocketAddrV4, deadline: Instant) -> Resu
             } else {
                 Err(format!(
                     "unexpected reply \"{}\" (expected \"{}\")",
-                    excerpt(trim_line_end(reply), 60),
-                    excerpt(expect.as_bytes(), 60)
+                    http::excerpt(trim_line_end(reply), 60),
+                    http::excerpt(expect.as_bytes(), 60)
                 ))
             }
         }
@@ -559,6 +521,7 @@ fn check_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
 
     fn check(kind: HealthKind) -> HealthCheck {
@@ -659,21 +622,6 @@ mod tests {
         assert_eq!(view.checks, 3);
         assert_eq!(view.failures, 1);
         assert!((view.since_s - 2.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn status_line_parser() {
-        assert_eq!(parse_status_line(b"HTTP/1.1 200 OK\r"), Some(200));
-        assert_eq!(
-            parse_status_line(b"HTTP/1.0 503 Service Unavailable"),
-            Some(503)
-        );
-        assert_eq!(parse_status_line(b"HTTP/1.1 204"), Some(204));
-        assert_eq!(parse_status_line(b"HTTP/2 200 OK"), None);
-        assert_eq!(parse_status_line(b"HTTP/1.1 20 OK"), None);
-        assert_eq!(parse_status_line(b"garbage"), None);
-        assert_eq!(parse_status_line(b""), None);
-        assert_eq!(parse_status_line(&[0xff, 0xfe]), None);
     }
 
     #[test]

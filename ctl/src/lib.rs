@@ -1,8 +1,10 @@
 //! The Sluice control process's building blocks, free of DPDK: the
-//! balancing policies (pure), health checks, backend agents and the server
-//! list. `sluicectl` (src/main.rs) wires them together.
+//! balancing policies (pure), health checks, backend agents, the server
+//! list and the small HTTP/1.0 client the last two share. `sluicectl`
+//! (src/main.rs) wires them together.
 
 pub mod agent;
 pub mod health;
+pub mod http;
 pub mod policy;
 pub mod serverlist;

@@ -108,16 +108,21 @@ enum Cmd {
         #[arg(long)]
         count: Option<u64>,
     },
-    /// Seed 003's client: fetch the server list, pick a server, connect.
+    /// Seed 003's client: fetch the server list, pick a server, connect
+    /// (TCP VIPs) or send a UDP probe that must be answered (UDP VIPs).
     Pick {
         /// The VIP: name, address:port/protocol or address:port.
         vip: String,
         /// The controller's server-list address.
         #[arg(long)]
         from: SocketAddr,
-        /// Connect timeout in seconds.
+        /// Connect (or UDP answer) timeout in seconds.
         #[arg(long, default_value_t = 1.0)]
         timeout: f64,
+        /// UDP VIPs: the datagram to send, instead of the list's
+        /// `udp_probe` (the VIP's health-check `send`; empty without one).
+        #[arg(long)]
+        udp_probe: Option<String>,
         /// Print the steps taken.
         #[arg(long, short)]
         verbose: bool,
@@ -148,7 +153,7 @@ enum VipCmd {
         #[arg(long = "backend", required = true)]
         backends: Vec<String>,
     },
-    /// Change a VIP's name, mode or policies.
+    /// Change a VIP's name, mode or policies, or clear its name or group policy.
     Set {
         vip: String,
         #[arg(long)]
@@ -159,6 +164,11 @@ enum VipCmd {
         policy: Option<String>,
         #[arg(long)]
         group_policy: Option<String>,
+        /// Remove an optional field, as if absent from the file: `name` (the
+        /// VIP is labelled address:port/protocol again) or `group-policy`
+        /// (groups are chosen by maglev). Repeatable.
+        #[arg(long, value_name = "FIELD", value_parser = parse_vip_field)]
+        clear: Vec<firmware_config::control::VipField>,
     },
     /// Remove a VIP (its connections end).
     Remove { vip: String },
@@ -190,7 +200,7 @@ enum BackendCmd {
     },
     /// Remove a backend (its connections move to the others).
     Remove { vip: String, backend: String },
-    /// Change a backend's weight, priority or group.
+    /// Change a backend's weight, priority or group, or clear its group.
     Set {
         vip: String,
         backend: String,
@@ -200,6 +210,10 @@ enum BackendCmd {
         priority: Option<u32>,
         #[arg(long)]
         group: Option<String>,
+        /// Remove an optional field, as if absent from the file: `group`
+        /// (the backend belongs to no group). Repeatable.
+        #[arg(long, value_name = "FIELD", value_parser = parse_backend_field)]
+        clear: Vec<firmware_config::control::BackendField>,
     },
     /// No new connections; established ones stay until they end.
     Drain { vip: String, backend: String },
@@ -287,6 +301,17 @@ fn main() -> ExitCode {
 
 fn parse_policy(s: &str) -> Result<Policy> {
     s.parse::<Policy>().map_err(|e| anyhow::anyhow!(e))
+}
+
+/// `vip set --clear FIELD`: the field as its option is spelled
+/// (`group-policy`) or as its key (`group_policy`).
+fn parse_vip_field(s: &str) -> Result<firmware_config::control::VipField, String> {
+    s.replace('-', "_").parse()
+}
+
+/// `backend set --clear FIELD`.
+fn parse_backend_field(s: &str) -> Result<firmware_config::control::BackendField, String> {
+    s.replace('-', "_").parse()
 }
 
 fn parse_mode(s: &str) -> Result<Mode> {
@@ -413,6 +438,7 @@ fn run(cli: &Cli) -> Result<()> {
                     mode,
                     policy,
                     group_policy,
+                    clear,
                 },
         } => change(Command::VipSet {
             vip: vip.clone(),
@@ -420,6 +446,7 @@ fn run(cli: &Cli) -> Result<()> {
             mode: mode.as_deref().map(parse_mode).transpose()?,
             policy: policy.as_deref().map(parse_policy).transpose()?,
             group_policy: group_policy.as_deref().map(parse_policy).transpose()?,
+            clear: clear.clone(),
         }),
         Cmd::Vip {
             cmd: VipCmd::Remove { vip },
@@ -465,6 +492,7 @@ fn run(cli: &Cli) -> Result<()> {
                 weight,
                 priority,
                 group,
+                clear,
             } => change(Command::BackendSet {
                 vip: vip.clone(),
                 backend: backend.clone(),
@@ -472,6 +500,7 @@ fn run(cli: &Cli) -> Result<()> {
                 drain: None,
                 priority: *priority,
                 group: group.clone(),
+                clear: clear.clone(),
             }),
             BackendCmd::Drain { vip, backend } | BackendCmd::Undrain { vip, backend } => {
                 change(Command::BackendSet {
@@ -481,6 +510,7 @@ fn run(cli: &Cli) -> Result<()> {
                     drain: Some(matches!(cmd, BackendCmd::Drain { .. })),
                     priority: None,
                     group: None,
+                    clear: vec![],
                 })
             }
         },
@@ -563,16 +593,25 @@ fn run(cli: &Cli) -> Result<()> {
             vip,
             from,
             timeout,
+            udp_probe,
             verbose,
         } => {
-            let t = std::time::Duration::from_secs_f64(timeout.max(0.01));
+            use ctl::serverlist::{probe_server, Probe};
+            let t = std::time::Duration::try_from_secs_f64(timeout.max(0.01))
+                .map_err(|_| anyhow::anyhow!("--timeout {timeout}: not a number of seconds"))?;
+            let payload = udp_probe
+                .as_ref()
+                .map(|p| Probe::Udp(p.clone().into_bytes()));
             let o = ctl::serverlist::pick(
                 *from,
                 vip,
                 t,
                 3,
                 &mut rand::thread_rng(),
-                ctl::serverlist::tcp_connect,
+                |addr, probe, t| match (probe, &payload) {
+                    (Probe::Udp(_), Some(mine)) => probe_server(addr, mine, t),
+                    _ => probe_server(addr, probe, t),
+                },
             )?;
             if *verbose {
                 for a in &o.attempts {
@@ -940,4 +979,91 @@ fn print_vips(r: &VipListReply) {
         }
     }
     t.print();
+}
+
+#[cfg(test)]
+mod set_clear_tests {
+    use super::*;
+    use clap::Parser;
+    use firmware_config::control::{BackendField, VipField};
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("sluicectl").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn vip_set_clear_is_repeatable_and_takes_both_spellings() {
+        let cli = parse(&[
+            "vip",
+            "set",
+            "web",
+            "--clear",
+            "name",
+            "--clear",
+            "group-policy",
+            "--mode",
+            "dr",
+        ])
+        .unwrap();
+        let Cmd::Vip {
+            cmd: VipCmd::Set { clear, mode, .. },
+        } = cli.cmd
+        else {
+            panic!("{:?}", cli.cmd)
+        };
+        assert_eq!(clear, [VipField::Name, VipField::GroupPolicy]);
+        assert_eq!(mode.as_deref(), Some("dr"));
+        let cli = parse(&["vip", "set", "web", "--clear", "group_policy"]).unwrap();
+        assert!(
+            matches!(&cli.cmd, Cmd::Vip { cmd: VipCmd::Set { clear, .. } } if clear == &[VipField::GroupPolicy]),
+            "{:?}",
+            cli.cmd
+        );
+        let cli = parse(&["vip", "set", "web", "--name", "www"]).unwrap();
+        assert!(
+            matches!(&cli.cmd, Cmd::Vip { cmd: VipCmd::Set { clear, .. } } if clear.is_empty()),
+            "{:?}",
+            cli.cmd
+        );
+    }
+
+    #[test]
+    fn backend_set_clear() {
+        let cli = parse(&["backend", "set", "web", "198.18.2.11", "--clear", "group"]).unwrap();
+        let Cmd::Backend {
+            cmd: BackendCmd::Set { clear, group, .. },
+        } = cli.cmd
+        else {
+            panic!("{:?}", cli.cmd)
+        };
+        assert_eq!(clear, [BackendField::Group]);
+        assert_eq!(group, None);
+    }
+
+    #[test]
+    fn clear_of_a_field_that_cannot_be_cleared_is_bad_usage() {
+        for (args, why) in [
+            (
+                &["vip", "set", "web", "--clear", "mode"][..],
+                "`mode` cannot be cleared",
+            ),
+            (
+                &["vip", "set", "web", "--clear", "policy"],
+                "set it instead",
+            ),
+            (&["vip", "set", "web", "--clear", "group"], "it clears name"),
+            (
+                &["backend", "set", "web", "198.18.2.11", "--clear", "weight"],
+                "`weight` cannot be cleared",
+            ),
+            (
+                &["backend", "set", "web", "198.18.2.11", "--clear", "agent"],
+                "it clears group",
+            ),
+            (&["vip", "set", "web", "--clear"], "--clear <FIELD>"),
+        ] {
+            let e = parse(args).unwrap_err().to_string();
+            assert!(e.contains(why), "{args:?}: {e}");
+        }
+    }
 }

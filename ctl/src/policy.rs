@@ -134,7 +134,10 @@
 //! finite.
 //!
 //! Helpers for the controller's measurement loop: [`rate`] turns counters
-//! into per-second rates and [`Ewma`] smooths them.
+//! into per-second rates and [`Ewma`] smooths them (and the active flows
+//! and the agents' spare capacity) with `controller.smoothing`;
+//! [`Ewma::set_alpha`] applies a live change of that factor to an existing
+//! average.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -184,7 +187,8 @@ pub struct BackendInput {
     /// Smoothed health-probe round-trip time in milliseconds (seed 001).
     pub rtt_ms: Option<f64>,
     /// Spare capacity reported by the backend's agent, `0..=1`, bigger =
-    /// freer (seeds 002/004); `None` = no fresh report.
+    /// freer (seeds 002/004), smoothed over its reports by the controller;
+    /// `None` = no fresh report.
     pub spare: Option<f64>,
 }
 
@@ -530,21 +534,36 @@ pub fn scale_weights(floats: &[f64]) -> Vec<u32> {
 ///
 /// `alpha` is clamped to `0..=1` (NaN → 1, no smoothing); with `alpha = 0`
 /// the first sample is kept for ever. Non-finite samples are ignored.
+/// [`Ewma::set_alpha`] changes the factor of an existing average: the
+/// current value is kept and the next samples use the new factor.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Ewma {
     alpha: f64,
     value: Option<f64>,
 }
 
+/// `alpha` clamped to `0..=1`, NaN → 1.
+fn sanitize_alpha(alpha: f64) -> f64 {
+    if alpha.is_nan() {
+        1.0
+    } else {
+        alpha.clamp(0.0, 1.0)
+    }
+}
+
 impl Ewma {
     /// A new average with no sample yet.
     pub fn new(alpha: f64) -> Self {
-        let alpha = if alpha.is_nan() {
-            1.0
-        } else {
-            alpha.clamp(0.0, 1.0)
-        };
-        Ewma { alpha, value: None }
+        Ewma {
+            alpha: sanitize_alpha(alpha),
+            value: None,
+        }
+    }
+
+    /// Uses `alpha` (clamped like in [`Ewma::new`]) from the next sample
+    /// on; the current average is kept.
+    pub fn set_alpha(&mut self, alpha: f64) {
+        self.alpha = sanitize_alpha(alpha);
     }
 
     /// Adds a sample and returns the new average (0 when no finite sample
@@ -1479,6 +1498,29 @@ mod tests {
         let mut e = Ewma::new(0.5);
         e.update(f64::MAX);
         assert!(e.update(f64::MAX).is_finite());
+    }
+
+    #[test]
+    fn ewma_alpha_change_applies_to_an_existing_average() {
+        let mut e = Ewma::new(0.5);
+        e.update(100.0);
+        assert_eq!(e.update(0.0), 50.0);
+        // The value is kept; the next sample uses the new factor.
+        e.set_alpha(0.1);
+        assert_eq!(e.alpha(), 0.1);
+        assert_eq!(e.value(), Some(50.0));
+        assert!((e.update(100.0) - 55.0).abs() < 1e-12);
+        // 1 = no smoothing from now on.
+        e.set_alpha(1.0);
+        assert_eq!(e.update(7.0), 7.0);
+        // Clamped like new().
+        e.set_alpha(f64::NAN);
+        assert_eq!(e.alpha(), 1.0);
+        e.set_alpha(-2.0);
+        assert_eq!(e.alpha(), 0.0);
+        assert_eq!(e.update(1000.0), 7.0);
+        e.set_alpha(5.0);
+        assert_eq!(e.alpha(), 1.0);
     }
 
     #[test]

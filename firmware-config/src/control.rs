@@ -3,9 +3,11 @@
 //! Unix stream socket; every request and reply carries `version`.
 
 use crate::schema::{Backend, Mode, Policy, Vip};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::Ipv4Addr;
+use std::str::FromStr;
 
 /// Version of the protocol this build speaks. A request with another
 /// version gets an `unsupported_version` error and changes nothing.
@@ -28,7 +30,9 @@ pub enum Command {
     ConfigApply { file: String, text: String },
     /// Adds a VIP (with at least one backend).
     VipAdd { vip: Vip },
-    /// Changes a VIP's name, forwarding mode or policies.
+    /// Changes a VIP's name, forwarding mode or policies, and clears its
+    /// optional fields named in `clear`. An absent or `null` field is left
+    /// as it is.
     VipSet {
         vip: String,
         #[serde(default)]
@@ -39,6 +43,15 @@ pub enum Command {
         policy: Option<Policy>,
         #[serde(default)]
         group_policy: Option<Policy>,
+        /// Fields to remove (as if absent from the file). Left out of the
+        /// request when empty, so that a `vip_set` that clears nothing is
+        /// the same line as before `clear` existed.
+        #[serde(
+            default,
+            deserialize_with = "null_as_empty",
+            skip_serializing_if = "Vec::is_empty"
+        )]
+        clear: Vec<VipField>,
     },
     /// Removes a VIP; its established connections are dropped.
     VipRemove { vip: String },
@@ -47,7 +60,8 @@ pub enum Command {
     /// Removes a backend; its established connections move to others.
     BackendRemove { vip: String, backend: String },
     /// Re-weights, drains/undrains, or moves a backend to another priority
-    /// or group.
+    /// or group, and clears its optional fields named in `clear`. An absent
+    /// or `null` field is left as it is.
     BackendSet {
         vip: String,
         backend: String,
@@ -59,6 +73,14 @@ pub enum Command {
         priority: Option<u32>,
         #[serde(default)]
         group: Option<String>,
+        /// Fields to remove (as if absent from the file); left out of the
+        /// request when empty, like [`Command::VipSet`]'s.
+        #[serde(
+            default,
+            deserialize_with = "null_as_empty",
+            skip_serializing_if = "Vec::is_empty"
+        )]
+        clear: Vec<BackendField>,
     },
     /// Sets a VIP's policy (and the policy choosing among its groups).
     PolicySet {
@@ -87,6 +109,126 @@ pub enum Command {
 
 fn default_flow_limit() -> usize {
     100
+}
+
+impl Command {
+    /// Whether `field` is an argument of this command that its serialized
+    /// form leaves out when empty (`clear`), so that [`Request::from_value`]
+    /// does not take it for an unknown field when a client sends it empty.
+    fn omits_when_empty(&self, field: &str) -> bool {
+        field == "clear" && matches!(self, Command::VipSet { .. } | Command::BackendSet { .. })
+    }
+}
+
+/// `null` for a list argument means the same as leaving it out: empty.
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// An optional field of a VIP that `vip_set` can clear: after the change
+/// the VIP is as if its `[[vip]]` table did not have the key. Spelled as the
+/// key (`"name"`, `"group_policy"`); any other name is refused, with why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", try_from = "String")]
+pub enum VipField {
+    /// `name`: the VIP is labelled `address:port/protocol` again.
+    Name,
+    /// `group_policy`: groups are chosen by `maglev` (the default) again.
+    GroupPolicy,
+}
+
+impl VipField {
+    /// Every clearable VIP field.
+    pub const ALL: [VipField; 2] = [VipField::Name, VipField::GroupPolicy];
+
+    /// The key, as in the configuration file and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VipField::Name => "name",
+            VipField::GroupPolicy => "group_policy",
+        }
+    }
+}
+
+impl fmt::Display for VipField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for VipField {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(f) = VipField::ALL.into_iter().find(|f| f.as_str() == s) {
+            return Ok(f);
+        }
+        Err(match s {
+            "mode" => "`mode` cannot be cleared: a VIP needs a forwarding mode; set it instead (nat or dr)".into(),
+            "policy" => "`policy` cannot be cleared: set it instead (the default is maglev)".into(),
+            _ => format!("`{s}` cannot be cleared by vip_set; it clears name and group_policy"),
+        })
+    }
+}
+
+impl TryFrom<String> for VipField {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+/// An optional field of a backend that `backend_set` can clear: after the
+/// change the backend is as if its `[[vip.backend]]` table did not have the
+/// key. Spelled as the key (`"group"`); any other name is refused, with why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", try_from = "String")]
+pub enum BackendField {
+    /// `group`: the backend belongs to no group.
+    Group,
+}
+
+impl BackendField {
+    /// Every clearable backend field.
+    pub const ALL: [BackendField; 1] = [BackendField::Group];
+
+    /// The key, as in the configuration file and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendField::Group => "group",
+        }
+    }
+}
+
+impl fmt::Display for BackendField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BackendField {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(f) = BackendField::ALL.into_iter().find(|f| f.as_str() == s) {
+            return Ok(f);
+        }
+        Err(match s {
+            "weight" => "`weight` cannot be cleared: set it instead (the default is 1)".into(),
+            "drain" => "`drain` cannot be cleared: set it to false instead (the default)".into(),
+            "priority" => "`priority` cannot be cleared: set it instead (the default is 0)".into(),
+            _ => format!("`{s}` cannot be cleared by backend_set; it clears group"),
+        })
+    }
+}
+
+impl TryFrom<String> for BackendField {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
 }
 
 /// How a VIP's selection table is laid out from the pushed weights.
@@ -252,7 +394,10 @@ impl Request {
         let req: Request = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
         let known = serde_json::to_value(&req).map_err(|e| e.to_string())?;
         if let (Some(given), Some(known)) = (value.as_object(), known.as_object()) {
-            if let Some(k) = given.keys().find(|k| !known.contains_key(*k)) {
+            if let Some(k) = given
+                .keys()
+                .find(|k| !known.contains_key(*k) && !req.command.omits_when_empty(k))
+            {
                 return Err(format!(
                     "unknown field `{k}` for command `{}`",
                     given.get("command").and_then(|c| c.as_str()).unwrap_or("?")
@@ -532,7 +677,8 @@ mod tests {
                 weight: None,
                 drain: Some(true),
                 priority: None,
-                group: None
+                group: None,
+                clear: vec![],
             }
         );
         let bad = r#"{"version":1,"command":"backend_set","vip":"web","backend":"x","drian":true}"#;
@@ -554,6 +700,155 @@ mod tests {
         let s = serde_json::to_string(&r).unwrap();
         assert!(s.contains(r#""policy":"link-load""#), "{s}");
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+    }
+
+    fn parse(json: &str) -> Result<Request, String> {
+        Request::from_value(serde_json::from_str(json).unwrap())
+    }
+
+    #[test]
+    fn set_without_clear_keeps_the_version_1_wire_form() {
+        // What every sluicectl has always sent: unset fields as `null`, so
+        // `null` must keep meaning "leave it", and an empty `clear` is left
+        // out so that an older sluiced still accepts the line.
+        let r = Request::new(Command::VipSet {
+            vip: "web".into(),
+            name: None,
+            mode: Some(Mode::Dr),
+            policy: None,
+            group_policy: None,
+            clear: vec![],
+        });
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"version":1,"command":"vip_set","vip":"web","name":null,"mode":"dr","policy":null,"group_policy":null}"#
+        );
+        assert_eq!(parse(&s).unwrap(), r);
+        let r = Request::new(Command::BackendSet {
+            vip: "web".into(),
+            backend: "198.18.2.11".into(),
+            weight: Some(3),
+            drain: None,
+            priority: None,
+            group: None,
+            clear: vec![],
+        });
+        let s = serde_json::to_string(&r).unwrap();
+        assert!(!s.contains("clear"), "{s}");
+        assert_eq!(parse(&s).unwrap(), r);
+    }
+
+    #[test]
+    fn clear_round_trips_and_may_be_empty_or_null() {
+        let r = Request::new(Command::VipSet {
+            vip: "web".into(),
+            name: None,
+            mode: None,
+            policy: None,
+            group_policy: None,
+            clear: vec![VipField::Name, VipField::GroupPolicy],
+        });
+        let s = serde_json::to_string(&r).unwrap();
+        assert!(s.ends_with(r#""clear":["name","group_policy"]}"#), "{s}");
+        assert_eq!(parse(&s).unwrap(), r);
+        let r = Request::new(Command::BackendSet {
+            vip: "web".into(),
+            backend: "198.18.2.11".into(),
+            weight: None,
+            drain: None,
+            priority: None,
+            group: None,
+            clear: vec![BackendField::Group],
+        });
+        let s = serde_json::to_string(&r).unwrap();
+        assert!(s.ends_with(r#""clear":["group"]}"#), "{s}");
+        assert_eq!(parse(&s).unwrap(), r);
+        // A minimal hand-written request.
+        let r = parse(
+            r#"{"version":1,"command":"backend_set","vip":"web","backend":"198.18.2.11","clear":["group"]}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(&r.command, Command::BackendSet { clear, group: None, weight: None, .. } if clear == &[BackendField::Group]),
+            "{r:?}"
+        );
+        // An empty or null `clear` clears nothing, and is not an unknown field.
+        for clear in ["[]", "null"] {
+            let r = parse(&format!(
+                r#"{{"version":1,"command":"vip_set","vip":"web","mode":"nat","clear":{clear}}}"#
+            ))
+            .unwrap_or_else(|e| panic!("clear {clear}: {e}"));
+            assert!(
+                matches!(&r.command, Command::VipSet { clear, mode: Some(Mode::Nat), .. } if clear.is_empty()),
+                "{r:?}"
+            );
+        }
+        // `null` on a field still means "leave it", as in version 1.
+        let r = parse(r#"{"version":1,"command":"vip_set","vip":"web","name":null,"mode":"nat"}"#)
+            .unwrap();
+        assert!(
+            matches!(&r.command, Command::VipSet { name: None, clear, .. } if clear.is_empty()),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn clear_of_a_required_or_unknown_field_is_refused() {
+        let vip = |clear: &str| {
+            parse(&format!(
+                r#"{{"version":1,"command":"vip_set","vip":"web","clear":{clear}}}"#
+            ))
+        };
+        let backend = |clear: &str| {
+            parse(&format!(
+                r#"{{"version":1,"command":"backend_set","vip":"web","backend":"198.18.2.11","clear":{clear}}}"#
+            ))
+        };
+        let e = vip(r#"["mode"]"#).unwrap_err();
+        assert!(e.contains("`mode` cannot be cleared"), "{e}");
+        let e = vip(r#"["name","policy"]"#).unwrap_err();
+        assert!(e.contains("`policy` cannot be cleared"), "{e}");
+        let e = vip(r#"["address"]"#).unwrap_err();
+        assert!(e.contains("it clears name and group_policy"), "{e}");
+        let e = vip(r#"["group"]"#).unwrap_err();
+        assert!(e.contains("`group` cannot be cleared by vip_set"), "{e}");
+        let e = vip(r#"["group-policy"]"#).unwrap_err();
+        assert!(e.contains("`group-policy` cannot be cleared"), "{e}");
+        assert!(vip(r#""name""#).is_err(), "a list, not a string");
+        let e = backend(r#"["weight"]"#).unwrap_err();
+        assert!(e.contains("`weight` cannot be cleared"), "{e}");
+        let e = backend(r#"["drain"]"#).unwrap_err();
+        assert!(e.contains("`drain` cannot be cleared"), "{e}");
+        let e = backend(r#"["priority"]"#).unwrap_err();
+        assert!(e.contains("`priority` cannot be cleared"), "{e}");
+        let e = backend(r#"["agent"]"#).unwrap_err();
+        assert!(e.contains("it clears group"), "{e}");
+        let e = backend(r#"["name"]"#).unwrap_err();
+        assert!(e.contains("`name` cannot be cleared by backend_set"), "{e}");
+        // `clear` belongs to vip_set and backend_set only, even empty.
+        let e = parse(r#"{"version":1,"command":"status","clear":[]}"#).unwrap_err();
+        assert!(e.contains("unknown field `clear`"), "{e}");
+        let e = parse(
+            r#"{"version":1,"command":"policy_set","vip":"web","policy":"maglev","clear":[]}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("unknown field `clear`"), "{e}");
+        // Other unknown fields are still refused next to `clear`.
+        let e = vip(r#"[], "nmae": "x""#).unwrap_err();
+        assert!(e.contains("unknown field `nmae`"), "{e}");
+    }
+
+    #[test]
+    fn clearable_field_names() {
+        for f in VipField::ALL {
+            assert_eq!(f.as_str().parse::<VipField>(), Ok(f));
+            assert_eq!(serde_json::to_value(f).unwrap(), f.as_str());
+        }
+        for f in BackendField::ALL {
+            assert_eq!(f.as_str().parse::<BackendField>(), Ok(f));
+            assert_eq!(serde_json::to_value(f).unwrap(), f.as_str());
+        }
     }
 
     #[test]

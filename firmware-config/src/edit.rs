@@ -3,10 +3,10 @@
 //! same validation as a file, or an error that changes nothing. Pure: the
 //! daemon applies the result.
 
-use crate::control::Command;
+use crate::control::{BackendField, Command, VipField};
 use crate::error::{ConfigError, ConfigErrors};
 use crate::locate::Locator;
-use crate::schema::Config;
+use crate::schema::{Config, Policy};
 use crate::validate::{validate_with, Environment};
 
 /// Index of the VIP `sel` names: its `name`, its `address:port/protocol`,
@@ -125,13 +125,30 @@ pub fn apply(
             mode,
             policy,
             group_policy,
+            clear,
         } => {
+            let clears = |f: VipField| clear.contains(&f);
+            if name.is_some() && clears(VipField::Name) {
+                return Err("vip set: name is both set and cleared; give one or the other".into());
+            }
+            if group_policy.is_some() && clears(VipField::GroupPolicy) {
+                return Err(
+                    "vip set: group_policy is both set and cleared; give one or the other".into(),
+                );
+            }
             let i = find_vip(cfg, vip)?;
             let v = &mut new.vips[i];
             let label = v.label();
             if let Some(n) = name {
                 changes.push(format!("VIP {label}: name set to \"{n}\""));
                 v.name = Some(n.clone());
+            } else if clears(VipField::Name) {
+                changes.push(match v.name.take() {
+                    Some(old) => {
+                        format!("VIP {label}: name \"{old}\" cleared (now {})", v.service())
+                    }
+                    None => format!("VIP {label}: name not set (unchanged)"),
+                });
             }
             if let Some(m) = mode {
                 changes.push(format!("VIP {label}: mode {} -> {m}", v.mode));
@@ -144,10 +161,18 @@ pub fn apply(
             if let Some(g) = group_policy {
                 changes.push(format!("VIP {label}: group policy set to {g}"));
                 v.group_policy = Some(*g);
+            } else if clears(VipField::GroupPolicy) {
+                changes.push(match v.group_policy.take() {
+                    Some(old) => format!(
+                        "VIP {label}: group policy {old} cleared (default {})",
+                        Policy::default()
+                    ),
+                    None => format!("VIP {label}: group policy not set (unchanged)"),
+                });
             }
             if changes.is_empty() {
                 return Err(
-                    "vip set: nothing to change (give name, mode, policy or group_policy)".into(),
+                    "vip set: nothing to change (give name, mode, policy or group_policy, or clear name or group_policy)".into(),
                 );
             }
         }
@@ -191,7 +216,13 @@ pub fn apply(
             drain,
             priority,
             group,
+            clear,
         } => {
+            if group.is_some() && clear.contains(&BackendField::Group) {
+                return Err(
+                    "backend set: group is both set and cleared; give one or the other".into(),
+                );
+            }
             let i = find_vip(cfg, vip)?;
             let k = find_backend(cfg, i, backend)?;
             let v = &mut new.vips[i];
@@ -220,10 +251,15 @@ pub fn apply(
             if let Some(g) = group {
                 changes.push(format!("{who}: group set to \"{g}\""));
                 b.group = Some(g.clone());
+            } else if clear.contains(&BackendField::Group) {
+                changes.push(match b.group.take() {
+                    Some(old) => format!("{who}: group \"{old}\" cleared (no group)"),
+                    None => format!("{who}: group not set (unchanged)"),
+                });
             }
             if changes.is_empty() {
                 return Err(
-                    "backend set: nothing to change (give weight, drain, priority or group)".into(),
+                    "backend set: nothing to change (give weight, drain, priority or group, or clear group)".into(),
                 );
             }
         }
@@ -393,6 +429,7 @@ address = "198.18.2.21"
                 drain: Some(true),
                 priority: None,
                 group: None,
+                clear: vec![],
             },
             &env(),
         )
@@ -450,11 +487,251 @@ address = "198.18.2.21"
                 drain: None,
                 priority: None,
                 group: None,
+                clear: vec![],
             },
             &env(),
         )
         .unwrap_err();
         assert!(e.contains("nothing to change"), "{e}");
+    }
+
+    fn vip_set(vip: &str) -> Command {
+        Command::VipSet {
+            vip: vip.into(),
+            name: None,
+            mode: None,
+            policy: None,
+            group_policy: None,
+            clear: vec![],
+        }
+    }
+
+    fn backend_set(vip: &str, backend: &str) -> Command {
+        Command::BackendSet {
+            vip: vip.into(),
+            backend: backend.into(),
+            weight: None,
+            drain: None,
+            priority: None,
+            group: None,
+            clear: vec![],
+        }
+    }
+
+    fn with_vip(
+        mut cmd: Command,
+        f: impl FnOnce(&mut Option<String>, &mut Option<Policy>, &mut Vec<VipField>),
+    ) -> Command {
+        if let Command::VipSet {
+            name,
+            group_policy,
+            clear,
+            ..
+        } = &mut cmd
+        {
+            f(name, group_policy, clear);
+        }
+        cmd
+    }
+
+    fn with_backend(
+        mut cmd: Command,
+        f: impl FnOnce(&mut Option<String>, &mut Vec<BackendField>),
+    ) -> Command {
+        if let Command::BackendSet { group, clear, .. } = &mut cmd {
+            f(group, clear);
+        }
+        cmd
+    }
+
+    /// `cfg()` with VIP web's two backends in groups `a` and `b`, chosen by
+    /// `least-conn`.
+    fn grouped() -> Config {
+        let mut c = cfg();
+        c.vips[0].backends[0].group = Some("a".into());
+        c.vips[0].backends[1].group = Some("b".into());
+        c.vips[0].group_policy = Some(Policy::LeastConn);
+        check_edited(&c, &env()).unwrap();
+        c
+    }
+
+    #[test]
+    fn vip_name_set_then_cleared() {
+        let c = cfg();
+        let clear_name = with_vip(vip_set("web"), |_, _, c| c.push(VipField::Name));
+        let (n, ch) = apply(&c, &clear_name, &env()).unwrap();
+        assert_eq!(n.vips[0].name, None);
+        assert_eq!(
+            ch,
+            ["VIP web: name \"web\" cleared (now 198.18.100.1:80/tcp)"]
+        );
+        assert!(find_vip(&n, "web").is_err(), "the old name selects nothing");
+        assert!(!n.to_toml().contains("name = \"web\""), "{}", n.to_toml());
+        // Set it again on the edited configuration: back where we started.
+        let set_name = with_vip(vip_set("198.18.100.1:80/tcp"), |n, _, _| {
+            *n = Some("web".into())
+        });
+        let (back, _) = apply(&n, &set_name, &env()).unwrap();
+        assert_eq!(back, c);
+        // Clearing it once more is a no-op that succeeds and says so.
+        let again = with_vip(vip_set("198.18.100.1:80/tcp"), |_, _, c| {
+            c.push(VipField::Name)
+        });
+        let (same, ch) = apply(&n, &again, &env()).unwrap();
+        assert_eq!(same, n);
+        assert_eq!(ch, ["VIP 198.18.100.1:80/tcp: name not set (unchanged)"]);
+    }
+
+    #[test]
+    fn clearing_an_absent_field_changes_nothing_and_succeeds() {
+        let c = cfg();
+        let cmd = with_vip(vip_set("198.18.100.1:53/udp"), |_, _, cl| {
+            cl.extend([VipField::Name, VipField::GroupPolicy])
+        });
+        let (n, ch) = apply(&c, &cmd, &env()).unwrap();
+        assert_eq!(n, c);
+        assert_eq!(
+            ch,
+            [
+                "VIP 198.18.100.1:53/udp: name not set (unchanged)",
+                "VIP 198.18.100.1:53/udp: group policy not set (unchanged)"
+            ]
+        );
+        let cmd = with_backend(backend_set("web", "198.18.2.11"), |_, cl| {
+            cl.push(BackendField::Group)
+        });
+        let (n, ch) = apply(&c, &cmd, &env()).unwrap();
+        assert_eq!(n, c);
+        assert_eq!(
+            ch,
+            ["VIP web: backend 198.18.2.11:8080: group not set (unchanged)"]
+        );
+    }
+
+    #[test]
+    fn group_policy_set_then_cleared_while_groups_are_used() {
+        let mut c = grouped();
+        c.vips[0].group_policy = None;
+        let set = with_vip(vip_set("web"), |_, g, _| *g = Some(Policy::AgentLoad));
+        let (n, _) = apply(&c, &set, &env()).unwrap();
+        assert_eq!(n.vips[0].group_policy, Some(Policy::AgentLoad));
+        // Groups without a group_policy are valid (maglev chooses them).
+        let clear = with_vip(vip_set("web"), |_, _, cl| cl.push(VipField::GroupPolicy));
+        let (back, ch) = apply(&n, &clear, &env()).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(
+            ch,
+            ["VIP web: group policy agent-load cleared (default maglev)"]
+        );
+        assert!(
+            !back.to_toml().contains("group_policy"),
+            "{}",
+            back.to_toml()
+        );
+        // With the groups gone (a whole-file change), group_policy is refused
+        // by validation, so it is cleared along with them, not after.
+        let mut ungrouped = grouped();
+        for b in &mut ungrouped.vips[0].backends {
+            b.group = None;
+        }
+        assert!(check_edited(&ungrouped, &env())
+            .unwrap_err()
+            .contains("group_policy is set but no backend has a group"));
+    }
+
+    #[test]
+    fn backend_group_set_then_cleared() {
+        // A single-backend VIP can have its group set and cleared.
+        let c = cfg();
+        let set = with_backend(backend_set("198.18.100.1:53/udp", "198.18.2.21"), |g, _| {
+            *g = Some("x".into())
+        });
+        let (n, _) = apply(&c, &set, &env()).unwrap();
+        assert_eq!(n.vips[1].backends[0].group.as_deref(), Some("x"));
+        let clear = with_backend(
+            backend_set("198.18.100.1:53/udp", "198.18.2.21"),
+            |_, cl| cl.push(BackendField::Group),
+        );
+        let (back, ch) = apply(&n, &clear, &env()).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(
+            ch,
+            ["VIP 198.18.100.1:53/udp: backend 198.18.2.21:53: group \"x\" cleared (no group)"]
+        );
+        // Combined with another change in the same command.
+        let both = Command::BackendSet {
+            vip: "198.18.100.1:53/udp".into(),
+            backend: "198.18.2.21".into(),
+            weight: Some(4),
+            drain: None,
+            priority: None,
+            group: None,
+            clear: vec![BackendField::Group],
+        };
+        let (n2, ch) = apply(&n, &both, &env()).unwrap();
+        assert_eq!(n2.vips[1].backends[0].group, None);
+        assert_eq!(n2.vips[1].backends[0].weight, 4);
+        assert_eq!(ch.len(), 2, "{ch:?}");
+    }
+
+    #[test]
+    fn a_clear_that_leaves_the_config_invalid_is_refused() {
+        // Every backend of a VIP has a group or none does: clearing one of
+        // two is refused by the file's validation.
+        let c = grouped();
+        let clear = with_backend(backend_set("web", "198.18.2.12"), |_, cl| {
+            cl.push(BackendField::Group)
+        });
+        let e = apply(&c, &clear, &env()).unwrap_err();
+        assert!(
+            e.contains("1 of the 2 backends of VIP web have a group and the others do not"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn set_and_clear_of_one_field_is_refused() {
+        let c = grouped();
+        let cmd = with_vip(vip_set("web"), |n, _, cl| {
+            *n = Some("www".into());
+            cl.push(VipField::Name);
+        });
+        let e = apply(&c, &cmd, &env()).unwrap_err();
+        assert!(e.contains("name is both set and cleared"), "{e}");
+        let cmd = with_vip(vip_set("web"), |_, g, cl| {
+            *g = Some(Policy::Maglev);
+            cl.push(VipField::GroupPolicy);
+        });
+        let e = apply(&c, &cmd, &env()).unwrap_err();
+        assert!(e.contains("group_policy is both set and cleared"), "{e}");
+        let cmd = with_backend(backend_set("web", "198.18.2.11"), |g, cl| {
+            *g = Some("b".into());
+            cl.push(BackendField::Group);
+        });
+        let e = apply(&c, &cmd, &env()).unwrap_err();
+        assert!(e.contains("group is both set and cleared"), "{e}");
+        // Setting one field and clearing another is fine.
+        let cmd = with_vip(vip_set("web"), |n, _, cl| {
+            *n = Some("www".into());
+            cl.push(VipField::GroupPolicy);
+        });
+        let (n, ch) = apply(&c, &cmd, &env()).unwrap();
+        assert_eq!(n.vips[0].name.as_deref(), Some("www"));
+        assert_eq!(n.vips[0].group_policy, None);
+        assert_eq!(ch.len(), 2, "{ch:?}");
+    }
+
+    #[test]
+    fn clear_from_the_wire_applies() {
+        let req = crate::control::Request::from_value(serde_json::json!({
+            "version": 1, "command": "vip_set", "vip": "web",
+            "name": null, "policy": "least-conn", "clear": ["name"]
+        }))
+        .unwrap();
+        let (n, ch) = apply(&cfg(), &req.command, &env()).unwrap();
+        assert_eq!(n.vips[0].name, None);
+        assert_eq!(n.vips[0].policy, Policy::LeastConn);
+        assert_eq!(ch.len(), 2, "{ch:?}");
     }
 
     #[test]

@@ -686,6 +686,41 @@ for _ in range(5):
         ),
         "the controller says it refused the forged report:\n{log}"
     );
+    // … and counts it where an operator looks: GET /status.
+    let out = lab
+        .topo
+        .cmd("c", "python3")
+        .args([
+            "-c",
+            &format!(
+                "import urllib.request; print(urllib.request.urlopen('http://{SERVER_LIST}/status', timeout=5).read().decode())"
+            ),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let status: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "GET /status: {e}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let agents = &status["agents"];
+    assert!(
+        agents["counts"]["unauthenticated"].as_u64().unwrap_or(0) >= 5,
+        "the five forged reports are counted: {agents}"
+    );
+    assert!(
+        agents["counts"]["accepted"].as_u64().unwrap_or(0) > 0,
+        "the real agents' reports are counted: {agents}"
+    );
+    assert!(
+        agents["last_refused"]["from"]
+            .as_str()
+            .is_some_and(|f| f.starts_with(&format!("{}:", addr_of(1)))),
+        "the last refusal names the forger's address: {agents}"
+    );
     eprintln!("agents test took {:.1} s", t_test.elapsed().as_secs_f64());
 }
 

@@ -209,6 +209,17 @@ fn live_changes_keep_established_connections_and_refuse_bad_requests() {
     ok(&socket, &["backend", "undrain", "web", &held_ip]);
     ok(&socket, &["policy", "set", "web", "least-conn"]);
     ok(&socket, &["policy", "set", "web", "maglev"]);
+    // An optional field set live can be cleared live.
+    ok(&socket, &["vip", "set", "web", "--name", "storefront"]);
+    assert!(ok(&socket, &["config", "dump"]).contains("name = \"storefront\""));
+    // The VIP now goes by its new name.
+    ok(&socket, &["vip", "set", "storefront", "--clear", "name"]);
+    assert!(!ok(&socket, &["config", "dump"]).contains("storefront"));
+    // Unnamed, it is addressed by its service; named "web" again.
+    ok(
+        &socket,
+        &["vip", "set", "198.18.100.1:80/tcp", "--name", "web"],
+    );
     ok(&socket, &["vip", "remove", "alt"]);
     assert!(
         reader.try_wait().unwrap().is_none(),
