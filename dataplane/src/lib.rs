@@ -12,5 +12,6 @@ pub mod control;
 pub mod counters;
 pub mod events;
 pub mod flowmirror;
+pub mod isolation;
 pub mod pipeline;
 pub mod tables;

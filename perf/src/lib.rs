@@ -3,6 +3,9 @@
 //! - [`gen`] and [`check`]: the pure parts of `sluice-pktgen` (frame
 //!   building with precomputed checksums, traffic mix, sampled checks of
 //!   what comes back);
+//! - [`interference`]: how much of a CPU the machine takes from a
+//!   busy-polling thread (timer ticks, interrupts, a host descheduling the
+//!   vCPU), measured by the runner next to the latency figures;
 //! - [`suite`]: the pure parts of the `sluice-perf` runner (scenarios,
 //!   statistics, the table and the chart);
 //! - workloads for the criterion benchmarks: a dispatcher set up from a
@@ -11,6 +14,7 @@
 
 pub mod check;
 pub mod gen;
+pub mod interference;
 pub mod report;
 pub mod suite;
 

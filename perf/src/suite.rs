@@ -158,9 +158,10 @@ pub struct Trial {
     /// Full-speed counts and drops (the generator refusing frames is
     /// expected there: it offers more than the link takes).
     pub max: RunCounts,
-    /// Rate asked for in the half-rate run (half of `mpps`).
+    /// Rate asked for in the latency ("half-rate") run: `--latency-share`
+    /// of `mpps`, half by default.
     pub half_rate_mpps: f64,
-    /// Latency at half the full-speed rate.
+    /// Latency in the half-rate run.
     pub latency: Option<LatencyNs>,
     /// Counts and drops at half rate: all three should be zero.
     pub half: RunCounts,

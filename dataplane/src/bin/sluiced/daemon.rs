@@ -433,7 +433,19 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<()> {
         });
     }
     for (ctx, &lcore) in contexts.into_iter().zip(&cfg.eal.worker_cores) {
-        if let Err(e) = dpdk::launch_on_lcore(lcore, move || ctx.run()) {
+        let job = move || {
+            // Before polling starts: not on the fast path.
+            let problems = worker_cpu_problems();
+            if !problems.is_empty() {
+                eprintln!(
+                    "sluiced: warning: worker lcore {lcore} does not have its CPU to itself \
+                     (expect a longer latency tail; docs/performance.md, \"Tuning an appliance\"): {}",
+                    problems.join("; ")
+                );
+            }
+            ctx.run()
+        };
+        if let Err(e) = dpdk::launch_on_lcore(lcore, job) {
             // Stop the workers already running before EAL is torn down.
             shutdown(&running, &cfg, &ports);
             return Err(e).with_context(|| format!("launching the worker on lcore {lcore}"));
@@ -543,6 +555,28 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<()> {
     drop(eal);
     eprintln!("sluiced: stopped");
     Ok(())
+}
+
+/// What keeps the calling (worker) thread's CPU from being its own; see
+/// `dataplane::isolation`.
+fn worker_cpu_problems() -> Vec<String> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set that
+    // sched_getaffinity fills for the calling thread; CPU_ISSET reads it.
+    let cpus: Vec<usize> = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return vec!["its CPU affinity could not be read".into()];
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &set))
+            .collect()
+    };
+    let read = |f: &str| std::fs::read_to_string(Path::new("/sys/devices/system/cpu").join(f)).ok();
+    dataplane::isolation::check(
+        &cpus,
+        read("isolated").as_deref(),
+        read("nohz_full").as_deref(),
+    )
 }
 
 fn send_arp_request(

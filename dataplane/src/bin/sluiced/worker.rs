@@ -150,11 +150,14 @@ fn flush(worker: &mut Worker, queues: &mut [TxQueue], bursts: &mut [Burst]) {
             sent += q.tx_burst(b);
         }
         let unsent = b.len();
-        let unsent_bytes: u64 = b
-            .as_mut_slice()
-            .iter()
-            .map(|m| u64::from(m.pkt_len()))
-            .sum();
+        let unsent_bytes: u64 = if unsent == 0 {
+            0
+        } else {
+            b.as_mut_slice()
+                .iter()
+                .map(|m| u64::from(m.pkt_len()))
+                .sum()
+        };
         b.clear();
         worker.count_tx(p as u16, sent as u64, bytes - unsent_bytes);
         if unsent > 0 {

@@ -9,6 +9,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use dut::{Dut, DutCounts, Links};
 use perf::gen::FrameSize;
+use perf::interference::{self, Interference};
 use perf::report::Report;
 use perf::suite::{
     chart_svg, compute_ratios, table, Forwarder, LatencyNs, RunCounts, Scenario, ScenarioResult,
@@ -84,6 +85,15 @@ pub struct Opts {
     /// cabled to --dut-pci's client and backend ports.
     #[arg(long, value_delimiter = ',')]
     gen_pci: Vec<String>,
+    /// The rate of the latency run, as a share of the rate reached at full
+    /// speed (0.5: half of it, as the targets are stated).
+    #[arg(long, default_value_t = 0.5)]
+    latency_share: f64,
+    /// Seconds of the interference probe run first: every CPU of the suite
+    /// spins at once and counts how often and how long the machine takes it
+    /// away (timer ticks, interrupts, the host of a VM); 0 skips it.
+    #[arg(long, default_value_t = 1.0)]
+    probe_seconds: f64,
     /// Run without hugepages (figures 2-4× lower and noisy: smoke runs).
     #[arg(long)]
     no_huge: bool,
@@ -102,6 +112,7 @@ impl Opts {
             self.flows = vec![100];
             self.sizes = vec![FrameSize::Fixed(64)];
             self.no_huge = true;
+            self.probe_seconds = self.probe_seconds.min(0.2);
         }
     }
 
@@ -128,6 +139,11 @@ struct Results<'a> {
     gen_cpu: u32,
     dut_cpu: u32,
     baseline: &'static str,
+    /// The latency run's rate as a share of the full-speed rate.
+    latency_share: f64,
+    /// What the machine took from the generator's and the device's CPUs
+    /// while both spun, measured before the scenarios.
+    interference: Vec<Interference>,
     scenarios: &'a [ScenarioResult],
     elapsed_s: f64,
 }
@@ -230,6 +246,12 @@ fn run(opts: &Opts, stop: &AtomicBool) -> Result<bool> {
     if opts.reps == 0 || opts.duration.is_nan() || opts.duration <= 0.0 {
         bail!("--reps and --duration must be positive");
     }
+    if !(opts.latency_share > 0.0 && opts.latency_share <= 1.0) {
+        bail!("--latency-share must be in (0, 1]");
+    }
+    if !(0.0..=60.0).contains(&opts.probe_seconds) {
+        bail!("--probe-seconds must be between 0 and 60");
+    }
     let links = Links::from_opts(opts)?;
     std::fs::create_dir_all(opts.out.join("logs"))
         .with_context(|| format!("creating {}", opts.out.display()))?;
@@ -266,6 +288,22 @@ fn run(opts: &Opts, stop: &AtomicBool) -> Result<bool> {
         opts.dut_cpu,
         if hugepages { "" } else { ", no hugepages" }
     );
+    let interference = if opts.probe_seconds > 0.0 {
+        let mut cpus = vec![opts.gen_cpu, opts.dut_cpu];
+        cpus.dedup();
+        let r = interference::probe(&cpus, Duration::from_secs_f64(opts.probe_seconds));
+        eprintln!(
+            "sluice-perf: interference probe, {} CPU(s) spinning at once for {:.1} s:",
+            cpus.len(),
+            opts.probe_seconds
+        );
+        for i in &r {
+            eprintln!("  {}", interference::describe(i));
+        }
+        r
+    } else {
+        Vec::new()
+    };
     let mut results = Vec::new();
     for &f in &forwarders {
         if stop.load(Ordering::Relaxed) {
@@ -358,6 +396,8 @@ fn run(opts: &Opts, stop: &AtomicBool) -> Result<bool> {
         gen_cpu: opts.gen_cpu,
         dut_cpu: opts.dut_cpu,
         baseline: Forwarder::BASELINE.name(),
+        latency_share: opts.latency_share,
+        interference: interference.clone(),
         scenarios: &results,
         elapsed_s: started.elapsed().as_secs_f64(),
     };
@@ -371,11 +411,19 @@ fn run(opts: &Opts, stop: &AtomicBool) -> Result<bool> {
     println!("{text}");
     println!(
         "Mpps: frames back at the generator per second at full speed (median of {}, ±: half the range); ratio: Mpps / {}'s for the same traffic;\n\
-         cyc/pkt: device worker cycles per packet at full speed; latency and drops (generator/link/dispatcher): at half the full-speed rate;\n\
+         cyc/pkt: device worker cycles per packet at full speed; latency and drops (generator/link/dispatcher): at {} the full-speed rate;\n\
          max d: device drops at full speed; check: sampled frames rewritten as expected with valid checksums.",
         opts.reps,
-        Forwarder::BASELINE.name()
+        Forwarder::BASELINE.name(),
+        if opts.latency_share == 0.5 {
+            "half".to_string()
+        } else {
+            format!("{:.2} ×", opts.latency_share)
+        }
     );
+    for i in &interference {
+        println!("interference: {}", interference::describe(i));
+    }
     println!(
         "results: {}, {}, {} ({:.0} s)",
         opts.out.join("table.txt").display(),
@@ -443,13 +491,14 @@ fn run_scenario(
     (trials, None)
 }
 
-/// One repetition: full speed, then half of the rate reached, for latency.
+/// One repetition: full speed, then `--latency-share` (half) of the rate
+/// reached, for latency.
 fn run_trial(env: &Env, dut: &mut Dut, gen: &mut Gen, s: &Scenario) -> Result<Trial> {
     let (max, max_dut) = gen.run(env, dut, s, None, env.opts.duration)?;
     if max.rx.packets == 0 {
         bail!("no frames came back at full speed");
     }
-    let half_rate = max.rx.pps / 2.0;
+    let half_rate = max.rx.pps * env.opts.latency_share;
     let (half, half_dut) = gen.run(env, dut, s, Some(half_rate), env.opts.duration / 2.0)?;
     let check_ok = |r: &Report| r.check.sampled > 0 && r.check.ok == r.check.sampled;
     let mut examples = max.check.examples.clone();
