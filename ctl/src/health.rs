@@ -63,19 +63,7 @@ fn check_interval(check: &HealthCheck) -> Duration {
 
 /// Time left until `deadline`, or a timeout error naming `what`.
 fn remaining(deadline: Instant, what: &str) -> Result<Duration, String> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        Err(format!("timed out {what}"))
-    } else {
-        Ok(left)
-    }
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+    crate::http::left(deadline).map_err(|_| format!("timed out {what}"))
 }
 
 /// Runs one health check of `target` and returns its round-trip time
@@ -116,7 +104,7 @@ pub fn probe(check: &HealthCheck, target: SocketAddrV4) -> Result<Duration, Stri
 fn connect(addr: SocketAddrV4, deadline: Instant) -> Result<TcpStream, String> {
     let left = remaining(deadline, "connecting")?;
     TcpStream::connect_timeout(&SocketAddr::V4(addr), left).map_err(|e| {
-        if is_timeout(&e) {
+        if crate::http::is_timeout(&e) {
             format!("connect to {addr} timed out")
         } else {
             format!("connect to {addr}: {e}")
@@ -200,7 +188,9 @@ fn probe_udp(check: &HealthCheck, addr: SocketAddrV4, deadline: Instant) -> Resu
         match socket.recv(&mut buf) {
             Ok(n) => break n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_timeout(&e) => return Err("timed out waiting for a reply".to_string()),
+            Err(e) if crate::http::is_timeout(&e) => {
+                return Err("timed out waiting for a reply".to_string())
+            }
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 return Err(format!("{addr}: port unreachable"))
             }

@@ -87,7 +87,7 @@ pub fn deadline_after(timeout: Duration) -> Instant {
 }
 
 /// Time left until `deadline`; [`Error::TimedOut`] when none is left.
-fn left(deadline: Instant) -> Result<Duration, Error> {
+pub(crate) fn left(deadline: Instant) -> Result<Duration, Error> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         Err(Error::TimedOut)
@@ -96,7 +96,9 @@ fn left(deadline: Instant) -> Result<Duration, Error> {
     }
 }
 
-fn is_timeout(e: &io::Error) -> bool {
+/// A read or write that ran out of time (blocking sockets with a timeout
+/// report either kind).
+pub(crate) fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
