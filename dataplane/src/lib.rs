@@ -12,6 +12,5 @@ pub mod control;
 pub mod counters;
 pub mod events;
 pub mod flowmirror;
-pub mod isolation;
 pub mod pipeline;
 pub mod tables;

@@ -21,6 +21,8 @@ pub mod edit;
 mod error;
 mod locate;
 mod parse;
+/// Preflight checks of the machine (core isolation of the workers).
+pub mod preflight;
 mod resolve;
 pub mod schema;
 mod validate;

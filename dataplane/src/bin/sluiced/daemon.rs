@@ -558,7 +558,7 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<()> {
 }
 
 /// What keeps the calling (worker) thread's CPU from being its own; see
-/// `dataplane::isolation`.
+/// `firmware_config::preflight`.
 fn worker_cpu_problems() -> Vec<String> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set that
     // sched_getaffinity fills for the calling thread; CPU_ISSET reads it.
@@ -572,7 +572,7 @@ fn worker_cpu_problems() -> Vec<String> {
             .collect()
     };
     let read = |f: &str| std::fs::read_to_string(Path::new("/sys/devices/system/cpu").join(f)).ok();
-    dataplane::isolation::check(
+    firmware_config::preflight::check(
         &cpus,
         read("isolated").as_deref(),
         read("nohz_full").as_deref(),

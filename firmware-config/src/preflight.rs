@@ -1,13 +1,16 @@
-//! Is a worker's CPU kept free for it? A poll-mode worker never sleeps, so
-//! anything else the kernel runs on its CPU — the periodic timer tick above
+//! Preflight checks of the machine an appliance runs on.
+//!
+//! Core isolation: is a worker's CPU kept free for it? A poll-mode worker
+//! never sleeps, so anything else the kernel runs on its CPU — the periodic timer tick above
 //! all, then other tasks, interrupts, RCU callbacks — is time in which no
 //! packet is received, and sets the latency tail. On a production appliance
 //! worker CPUs are taken out of the scheduler (`isolcpus=`) and out of the
 //! tick (`nohz_full=`); `sluiced` says at start-up when they are not (see
 //! docs/performance.md, "Tuning an appliance").
 //!
-//! Pure: the caller reads `/sys/devices/system/cpu/{isolated,nohz_full}`
-//! and the worker thread's affinity.
+//! Pure: the caller (`sluiced` at start-up) reads
+//! `/sys/devices/system/cpu/{isolated,nohz_full}` and the worker thread's
+//! affinity.
 
 /// Parses a kernel CPU list (`"1-3,5"`, `""`, with a trailing newline).
 pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>, String> {
