@@ -8,19 +8,20 @@
 use anyhow::{Context, Result};
 use ctl::agent::{unix_ms, Receiver};
 use ctl::health::{HealthChecker, Target};
-use ctl::policy::{self, BackendInput, Ewma, LinkLoad, Params};
+use ctl::links::{pooled, smooth, LinkMeter, TwinLinks};
+use ctl::policy::{self, BackendInput, Ewma, Params};
 use ctl::serverlist::{
-    self, ControllerStatus, Published, PushResult, RoundResult, Server, ServerList, Status,
-    VipServers, VipStatus,
+    self, ControllerStatus, LinkCount, LinkCounts, Published, PushResult, RoundResult, Server,
+    ServerList, Status, VipServers, VipStatus,
 };
 use firmware_config::client::Client;
 use firmware_config::control::{
     BackendSelection, Command, ConfigDumpReply, SelectionSetReply, StatsReply, VipSelection,
 };
-use firmware_config::{Config, HealthCheck, HealthKind, Protocol};
+use firmware_config::{Config, HealthCheck, HealthKind, Policy, Protocol};
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
-use std::net::{SocketAddrV4, TcpListener, UdpSocket};
+use std::net::{SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -29,40 +30,6 @@ use std::time::{Duration, Instant};
 /// A backend's identity in the controller: (VIP `address:port/protocol`,
 /// backend address, backend port).
 type Key = (String, std::net::Ipv4Addr, u16);
-
-/// Smoothed traffic on one backend's link, from the dataplane's counters.
-#[derive(Default)]
-struct LinkMeter {
-    last: Option<(Instant, u64, u64)>,
-    bytes: Option<Ewma>,
-    packets: Option<Ewma>,
-}
-
-impl LinkMeter {
-    /// Records the backend's counters (bytes and packets to + from it);
-    /// `alpha` (the current `smoothing`) applies to the existing averages
-    /// too.
-    fn update(&mut self, now: Instant, bytes: u64, packets: u64, alpha: f64) {
-        if let Some((t, b0, p0)) = self.last {
-            let dt = now.duration_since(t).as_secs_f64();
-            if let (Some(br), Some(pr)) =
-                (policy::rate(b0, bytes, dt), policy::rate(p0, packets, dt))
-            {
-                smooth(&mut self.bytes, br, alpha);
-                smooth(&mut self.packets, pr, alpha);
-            }
-        }
-        self.last = Some((now, bytes, packets));
-    }
-
-    fn load(&self, drop_fraction: f64) -> Option<LinkLoad> {
-        Some(LinkLoad {
-            bytes_per_s: self.bytes.as_ref()?.value()?,
-            packets_per_s: self.packets.as_ref()?.value()?,
-            drop_fraction,
-        })
-    }
-}
 
 /// Transmit drops on one port: fraction of what it tried to send.
 #[derive(Default)]
@@ -85,15 +52,6 @@ impl PortMeter {
     fn value(&self) -> f64 {
         self.fraction.as_ref().and_then(Ewma::value).unwrap_or(0.0)
     }
-}
-
-/// Feeds `x` to the average in `slot` (created at the first sample) with
-/// the smoothing factor `alpha`, which replaces the one it had: a live
-/// change of `controller.smoothing` applies to every existing average.
-fn smooth(slot: &mut Option<Ewma>, x: f64, alpha: f64) {
-    let ewma = slot.get_or_insert_with(|| Ewma::new(alpha));
-    ewma.set_alpha(alpha);
-    ewma.update(x);
 }
 
 /// EWMAs of a sampled measurement, one per key: every interval the current
@@ -180,6 +138,10 @@ struct Controller {
     /// By backend address: a server's link carries the traffic of every
     /// VIP and port it serves (seed 000 measures links, not services).
     links: HashMap<std::net::Ipv4Addr, LinkMeter>,
+    /// The clock of the link readings.
+    epoch: Instant,
+    /// The twin dispatcher's link traffic (`controller.twin`).
+    twin: TwinLinks,
     ports: HashMap<String, PortMeter>,
     /// Active flows per backend of each VIP.
     flows: Smoothed<Key>,
@@ -187,6 +149,8 @@ struct Controller {
     spares: SpareMeter,
     /// Whether sluiced answered last time (to log only the changes).
     connected: Option<bool>,
+    /// Whether the twin answered last time (likewise).
+    twin_ok: Option<bool>,
 }
 
 pub fn run(config_path: &Path, socket: Option<PathBuf>, name: Option<String>) -> Result<()> {
@@ -239,6 +203,7 @@ pub fn run(config_path: &Path, socket: Option<PathBuf>, name: Option<String>) ->
             ..ControllerStatus::default()
         })),
         agents: agents.clone(),
+        link_counts: Arc::default(),
     };
     if let Some(addr) = &k.server_list {
         let l = TcpListener::bind(addr)
@@ -256,10 +221,13 @@ pub fn run(config_path: &Path, socket: Option<PathBuf>, name: Option<String>) ->
         agents,
         published,
         links: HashMap::new(),
+        epoch: Instant::now(),
+        twin: TwinLinks::default(),
         ports: HashMap::new(),
         flows: Smoothed::default(),
         spares: SpareMeter::default(),
         connected: None,
+        twin_ok: None,
     };
     eprintln!(
         "sluicectl: controller {} started: sluiced at {}, every {} s",
@@ -313,8 +281,11 @@ impl Controller {
         let stats: StatsReply = serde_json::from_value(self.client.call(Command::Stats)?)?;
         let now = Instant::now();
         self.measure(&stats, now);
+        self.settings.twin = cfg.controller.twin.clone();
+        self.poll_twin(alpha);
         let health = self.health.snapshot();
         let now_ms = unix_ms();
+        let stale_ms = self.twin_stale_ms();
         let active: HashMap<Key, u64> = stats
             .backends
             .iter()
@@ -379,7 +350,11 @@ impl Controller {
                         up: h.is_none_or(|h| h.up),
                         priority: b.priority,
                         group: b.group.clone(),
-                        link: self.links.get(&b.address).and_then(|l| l.load(drop)),
+                        link: pooled(
+                            self.links.get(&b.address).and_then(LinkMeter::rates),
+                            self.twin.rates(b.address, now_ms, stale_ms),
+                            drop,
+                        ),
                         active_flows: self.flows.get(&key),
                         rtt_ms: h.and_then(|h| h.rtt_ms),
                         spare: self.spares.get(&agent_name),
@@ -432,6 +407,15 @@ impl Controller {
                 backends: inputs
                     .iter()
                     .zip(d.backends)
+                    .map(|(i, mut bd)| {
+                        // What of the link's load the twin measured.
+                        if v.policy == Policy::LinkLoad {
+                            if let Some((bytes, _)) = self.twin.rates(i.address, now_ms, stale_ms) {
+                                bd.inputs.insert("twin_bytes_per_s".into(), bytes);
+                            }
+                        }
+                        (i, bd)
+                    })
                     .map(|(i, bd)| BackendSelection {
                         address: i.address,
                         port: i.port,
@@ -452,6 +436,11 @@ impl Controller {
                 .unwrap_or_else(|e| e.into_inner());
             st.agent_names = agent_names;
             st.vips = vip_status;
+            st.twin = self
+                .settings
+                .twin
+                .as_ref()
+                .map(|a| self.twin.status(a, now_ms, stale_ms));
         }
         let pushed = selections.len();
         let reply: SelectionSetReply =
@@ -481,6 +470,48 @@ impl Controller {
             vips: servers,
         };
         Ok(())
+    }
+
+    /// The twin's counts stop counting 3 intervals after its last answer.
+    fn twin_stale_ms(&self) -> u64 {
+        (3.0 * self.settings.interval_s * 1000.0) as u64
+    }
+
+    /// Fetches the twin controller's own link counts (`controller.twin`)
+    /// for `link-load`; a twin that does not answer is logged once, and its
+    /// counts stop counting when they are stale.
+    fn poll_twin(&mut self, alpha: f64) {
+        let Some(addr) = self.settings.twin.clone() else {
+            self.twin = TwinLinks::default();
+            self.twin_ok = None;
+            return;
+        };
+        let timeout = Duration::from_secs_f64((self.settings.interval_s / 2.0).clamp(0.05, 1.0));
+        let fetched = addr
+            .parse::<SocketAddr>()
+            .context("controller.twin")
+            .and_then(|a| serverlist::fetch_link_counts(a, timeout));
+        match fetched {
+            Ok(counts) => {
+                if self.twin_ok != Some(true) {
+                    eprintln!(
+                        "sluicectl: controller: pooling link counts with the twin's controller {} at {addr}",
+                        if counts.controller.is_empty() { "(unnamed)" } else { &counts.controller }
+                    );
+                }
+                self.twin_ok = Some(true);
+                self.twin.absorb(&counts, alpha, unix_ms());
+            }
+            Err(e) => {
+                if self.twin_ok != Some(false) {
+                    eprintln!(
+                        "sluicectl: controller: twin at {addr}: {e:#}; link-load counts this dispatcher's traffic alone once the twin's last counts are stale"
+                    );
+                }
+                self.twin_ok = Some(false);
+                self.twin.failed(format!("{e:#}"));
+            }
+        }
     }
 
     /// Records the result of one round for `GET /status`.
@@ -515,13 +546,33 @@ impl Controller {
             e.0 += b.tx_bytes + b.rx_bytes;
             e.1 += b.tx_packets + b.rx_packets;
         }
+        let t_s = now.duration_since(self.epoch).as_secs_f64();
         for (addr, (bytes, packets)) in &per_link {
             self.links
                 .entry(*addr)
                 .or_default()
-                .update(now, *bytes, *packets, alpha);
+                .update(t_s, *bytes, *packets, alpha);
         }
         self.links.retain(|a, _| per_link.contains_key(a));
+        // Our own counts (never the pooled ones) for the twin.
+        let mut links: Vec<LinkCount> = per_link
+            .iter()
+            .map(|(addr, &(bytes, packets))| LinkCount {
+                address: addr.to_string(),
+                bytes,
+                packets,
+            })
+            .collect();
+        links.sort_by(|a, b| a.address.cmp(&b.address));
+        *self
+            .published
+            .link_counts
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = LinkCounts {
+            controller: self.name.clone(),
+            unix_ms: unix_ms(),
+            links,
+        };
         for p in &stats.ports {
             let dropped = p.drops.get("tx_queue_full").copied().unwrap_or(0) + p.nic.tx_errors;
             self.ports
@@ -641,20 +692,15 @@ mod tests {
 
     #[test]
     fn link_and_port_meters_follow_a_smoothing_change() {
-        let t0 = Instant::now();
-        let s = Duration::from_secs(1);
         let mut link = LinkMeter::default();
-        link.update(t0, 0, 0, 0.5);
-        assert!(link.load(0.0).is_none(), "a rate needs two readings");
-        link.update(t0 + s, 1000, 10, 0.5);
-        link.update(t0 + 2 * s, 4000, 40, 0.5);
-        let l = link.load(0.0).expect("measured");
-        assert_eq!((l.bytes_per_s, l.packets_per_s), (2000.0, 20.0));
+        link.update(0.0, 0, 0, 0.5);
+        assert!(link.rates().is_none(), "a rate needs two readings");
+        link.update(1.0, 1000, 10, 0.5);
+        link.update(2.0, 4000, 40, 0.5);
+        assert_eq!(link.rates(), Some((2000.0, 20.0)));
         // smoothing = 1 from now on: the existing average follows at once.
-        link.update(t0 + 3 * s, 4000, 40, 1.0);
-        let l = link.load(0.25).expect("measured");
-        assert_eq!((l.bytes_per_s, l.packets_per_s), (0.0, 0.0));
-        assert_eq!(l.drop_fraction, 0.25);
+        link.update(3.0, 4000, 40, 1.0);
+        assert_eq!(link.rates(), Some((0.0, 0.0)));
 
         let mut port = PortMeter::default();
         port.update(0, 0, 0.5);

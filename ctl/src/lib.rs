@@ -6,5 +6,6 @@
 pub mod agent;
 pub mod health;
 pub mod http;
+pub mod links;
 pub mod policy;
 pub mod serverlist;

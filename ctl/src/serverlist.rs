@@ -139,6 +139,8 @@ pub struct ControllerStatus {
     pub agent_names: BTreeSet<String>,
     /// One entry per VIP of the running configuration.
     pub vips: Vec<VipStatus>,
+    /// The twin's link counts (`controller.twin`), when one is set.
+    pub twin: Option<crate::links::TwinStatus>,
 }
 
 /// The result of one controller interval.
@@ -231,6 +233,8 @@ pub struct StatusReply {
     /// `null` when the controller does not listen for agents.
     pub agents: Option<AgentsView>,
     pub vips: Vec<VipStatus>,
+    /// `null` when no twin is set.
+    pub twin: Option<crate::links::TwinStatus>,
 }
 
 /// Seconds from `then_ms` to `now_ms` (negative when `then_ms` is later).
@@ -295,6 +299,7 @@ pub fn status_reply(
         }),
         agents,
         vips: status.vips.clone(),
+        twin: status.twin.clone(),
     }
 }
 
@@ -307,6 +312,36 @@ pub struct Published {
     pub status: Arc<RwLock<ControllerStatus>>,
     /// The agents' receiver, when the controller listens for agents.
     pub agents: Option<Arc<Mutex<Receiver>>>,
+    /// This controller's own traffic per backend link, for its twin
+    /// (`GET /link-counts`).
+    pub link_counts: Arc<RwLock<LinkCounts>>,
+}
+
+/// The traffic a controller's own dispatcher counted on each backend link,
+/// as served on `GET /link-counts` for the twin dispatcher's controller
+/// (seed 000, Fig. 11: the two traffic monitors pool their data). The
+/// counters are cumulative, as read from `sluiced`; the reader turns two
+/// readings into rates. Only the dispatcher's own counts, never pooled
+/// ones, so that nothing is counted twice.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LinkCounts {
+    /// The controller's name.
+    pub controller: String,
+    /// When the counters were read from `sluiced`, unix ms (0: not yet).
+    pub unix_ms: u64,
+    /// One entry per backend address.
+    pub links: Vec<LinkCount>,
+}
+
+/// Cumulative traffic to and from one backend address (every VIP and port
+/// it serves: a link, not a service).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinkCount {
+    pub address: String,
+    /// Bytes to and from it.
+    pub bytes: u64,
+    /// Packets to and from it.
+    pub packets: u64,
 }
 
 // ---------------------------------------------------------------------------
@@ -378,6 +413,14 @@ fn route(published: &Published, method: &tiny_http::Method, url: &str) -> (u16, 
         );
     }
     let path = url.split(['?', '#']).next().unwrap_or_default();
+    if matches!(path, "/link-counts" | "/link-counts/") {
+        let counts = published
+            .link_counts
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        return json_body(&counts);
+    }
     if matches!(path, "/status" | "/status/") {
         // A copy, so that no two locks are ever held together.
         let status = published
@@ -409,7 +452,7 @@ fn route(published: &Published, method: &tiny_http::Method, url: &str) -> (u16, 
         None => (
             404,
             error_body(&format!(
-                "no such path {path:?}; try /servers, /servers/{{vip}} or /status"
+                "no such path {path:?}; try /servers, /servers/{{vip}}, /status or /link-counts"
             )),
         ),
     }
@@ -573,6 +616,24 @@ pub fn fetch(from: SocketAddr, vip: &str, timeout: Duration) -> anyhow::Result<V
     serde_json::from_slice(&body).with_context(|| {
         format!(
             "list server {from} sent bad JSON for VIP {vip:?}: {}",
+            snippet(&body)
+        )
+    })
+}
+
+/// Fetches the twin controller's own link counts (`GET /link-counts`) from
+/// its server-list address `from`, like [`fetch`].
+pub fn fetch_link_counts(from: SocketAddr, timeout: Duration) -> anyhow::Result<LinkCounts> {
+    let (status, body) = http_get(from, "/link-counts", timeout)?;
+    if status != 200 {
+        bail!(
+            "list server {from} answered HTTP status {status} for /link-counts: {}",
+            snippet(&body)
+        );
+    }
+    serde_json::from_slice(&body).with_context(|| {
+        format!(
+            "list server {from} sent bad JSON for /link-counts: {}",
             snippet(&body)
         )
     })
@@ -1252,6 +1313,38 @@ mod tests {
     }
 
     #[test]
+    fn link_counts_are_served_for_the_twin() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let published = Published::default();
+        let counts = published.link_counts.clone();
+        let handle = serve(listener, published, stop.clone()).unwrap();
+        // Nothing read from sluiced yet: an empty, dated-zero reading.
+        assert_eq!(fetch_link_counts(addr, T).unwrap(), LinkCounts::default());
+        let reading = LinkCounts {
+            controller: "a".into(),
+            unix_ms: 1_700_000_000_000,
+            links: vec![LinkCount {
+                address: "198.18.2.11".into(),
+                bytes: 123_456,
+                packets: 789,
+            }],
+        };
+        *counts.write().unwrap() = reading.clone();
+        assert_eq!(fetch_link_counts(addr, T).unwrap(), reading);
+        let (status, _) = http_get(addr, "/link-counts/", T).unwrap();
+        assert_eq!(status, 200);
+        stop.store(true, Ordering::Relaxed);
+        handle.join().unwrap();
+        let e = format!(
+            "{:#}",
+            fetch_link_counts(addr, Duration::from_secs(1)).unwrap_err()
+        );
+        assert!(e.contains("unreachable"), "{e}");
+    }
+
+    #[test]
     fn fetch_reports_bad_json_and_unreachable() {
         // A one-shot server sending garbage.
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1618,11 +1711,19 @@ mod tests {
                 up: 2,
                 serving: 1,
             }],
+            twin: Some(crate::links::TwinStatus {
+                address: "198.18.2.2:7947".into(),
+                pooled: true,
+                last_ok_age_s: Some(0.5),
+                error: None,
+                links: 3,
+            }),
         };
         let published = Published {
             list: Arc::new(RwLock::new(sample_list())),
             status: Arc::new(RwLock::new(status)),
             agents: Some(Arc::new(Mutex::new(rx))),
+            ..Published::default()
         };
         let stop = Arc::new(AtomicBool::new(false));
         let handle = serve(listener, published.clone(), stop.clone()).unwrap();
@@ -1631,6 +1732,9 @@ mod tests {
         assert_eq!(code, 200);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["controller"], "test-controller");
+        assert_eq!(v["twin"]["address"], "198.18.2.2:7947");
+        assert_eq!(v["twin"]["pooled"], true);
+        assert_eq!(v["twin"]["links"], 3);
         let uptime = v["uptime_s"].as_f64().unwrap();
         assert!((5.0..60.0).contains(&uptime), "{v}");
         assert_eq!(v["smoothing"], 0.25);

@@ -64,6 +64,13 @@ pub struct Controller {
     /// not served without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_list: Option<String>,
+    /// The twin dispatcher's controller: its `server_list` address, e.g.
+    /// `"198.18.2.2:7947"`. Each interval `link-load` adds the traffic the
+    /// twin measured on every backend link (`GET /link-counts`) to this
+    /// dispatcher's own (seed 000, Fig. 11); needs `server_list`, where the
+    /// twin reads this controller's counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twin: Option<String>,
 }
 
 impl Default for Controller {
@@ -76,6 +83,7 @@ impl Default for Controller {
             agent_key_file: None,
             agent_interval_s: default_two(),
             server_list: None,
+            twin: None,
         }
     }
 }

@@ -348,6 +348,22 @@ fn check_controller(c: &mut Checker<'_>, cfg: &Config) {
         &k.server_list,
         "198.18.2.1:7947",
     );
+    check_socket_addr(c, "controller.twin", &k.twin, "198.18.2.2:7947");
+    if let Some(twin) = &k.twin {
+        if k.server_list.is_none() {
+            c.err(
+                "controller.twin",
+                "a twin is set but no server_list, so the twin could not read this controller's link counts",
+                "set server_list to the address the twin's controller reads (its own controller.twin)",
+            );
+        } else if k.server_list.as_deref() == Some(twin.as_str()) {
+            c.err(
+                "controller.twin",
+                format!("{twin} is this controller's own server_list"),
+                "set twin to the twin dispatcher controller's server_list address",
+            );
+        }
+    }
     if k.agent_listen.is_some() && k.agent_key_file.as_deref().is_none_or(str::is_empty) {
         c.err(
             "controller.agent_listen",

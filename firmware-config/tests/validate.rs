@@ -1164,3 +1164,51 @@ fn lcore_map_lets_lcores_differ_from_cpus() {
     );
     assert!(expect_at(&twice, "eal.lcores", 4).problem.contains("twice"));
 }
+
+// -------------------------------------------------------- controller ---
+
+fn with_controller(section: &str) -> String {
+    format!("{BASE}\n[controller]\n{section}")
+}
+
+#[test]
+fn controller_settings_are_checked() {
+    let t = with_controller("smoothing = 0\n");
+    assert!(
+        expect_at(&t, "controller.smoothing", line_of(&t, "smoothing"))
+            .problem
+            .contains('0')
+    );
+    let t = with_controller("agent_listen = \"198.18.2.1:7946\"\n");
+    assert!(
+        expect_at(&t, "controller.agent_listen", line_of(&t, "agent_listen"))
+            .problem
+            .contains("agent_key_file")
+    );
+    let t = with_controller("server_list = \"198.18.2.1\"\n");
+    expect_at(&t, "controller.server_list", line_of(&t, "server_list"));
+}
+
+#[test]
+fn a_twin_needs_a_server_list_of_its_own() {
+    let ok = with_controller("server_list = \"198.18.2.1:7947\"\ntwin = \"198.18.2.2:7947\"\n");
+    let cfg = parse_with(&ok, FILE, &ENV2).expect("a twin with a server list is valid");
+    assert_eq!(cfg.controller.twin.as_deref(), Some("198.18.2.2:7947"));
+
+    let alone = with_controller("twin = \"198.18.2.2:7947\"\n");
+    assert!(
+        expect_at(&alone, "controller.twin", line_of(&alone, "twin ="))
+            .problem
+            .contains("no server_list")
+    );
+    let itself = with_controller("server_list = \"198.18.2.1:7947\"\ntwin = \"198.18.2.1:7947\"\n");
+    assert!(
+        expect_at(&itself, "controller.twin", line_of(&itself, "twin ="))
+            .problem
+            .contains("own server_list")
+    );
+    let bad = with_controller("server_list = \"198.18.2.1:7947\"\ntwin = \"twin\"\n");
+    assert!(expect_at(&bad, "controller.twin", line_of(&bad, "twin ="))
+        .problem
+        .contains("not an IPv4 address"));
+}

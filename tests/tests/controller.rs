@@ -2,8 +2,9 @@
 //! namespaces (scripts/topology.sh, NAT mode): health checks taking a dead
 //! backend out and bringing it back, draining, switching policies under a
 //! long transfer, agent-reported capacities (and a forged report), the
-//! link-load policy fed by sluiced's own counters, a controller restart,
-//! and the server list with `sluicectl pick`.
+//! link-load policy fed by sluiced's own counters and pooled with a twin's
+//! (a scripted twin controller on loopback), a controller restart, and the
+//! server list with `sluicectl pick`.
 //!
 //! Every test builds its own topology and sluiced and removes them on drop
 //! (also when it fails); every wait is bounded in time.
@@ -223,6 +224,29 @@ server_list = "{SERVER_LIST}"
     }
 
     /// `policy show VIP --json`, None while it fails.
+    /// `GET /status` of the controller's server-list address.
+    fn controller_status(&self) -> Value {
+        let out = self
+            .topo
+            .cmd("c", "python3")
+            .args([
+                "-c",
+                &format!(
+                    "import urllib.request; print(urllib.request.urlopen('http://{SERVER_LIST}/status', timeout=5).read().decode())"
+                ),
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!(
+                "GET /status: {e}: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
     fn show(&self, vip: &str) -> Option<Value> {
         ctl(&self.socket, &["policy", "show", vip, "--json"]).ok()
     }
@@ -687,25 +711,7 @@ for _ in range(5):
         "the controller says it refused the forged report:\n{log}"
     );
     // … and counts it where an operator looks: GET /status.
-    let out = lab
-        .topo
-        .cmd("c", "python3")
-        .args([
-            "-c",
-            &format!(
-                "import urllib.request; print(urllib.request.urlopen('http://{SERVER_LIST}/status', timeout=5).read().decode())"
-            ),
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let status: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!(
-            "GET /status: {e}: {text} {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let status = lab.controller_status();
     let agents = &status["agents"];
     assert!(
         agents["counts"]["unauthenticated"].as_u64().unwrap_or(0) >= 5,
@@ -722,6 +728,104 @@ for _ in range(5):
         "the last refusal names the forger's address: {agents}"
     );
     eprintln!("agents test took {:.1} s", t_test.elapsed().as_secs_f64());
+}
+
+/// The twin dispatcher's controller, played by a script in the client
+/// namespace: `GET /link-counts` reports 40 MB/s to and from b1 and nothing
+/// on the other links, as counted by "its" dispatcher.
+const FAKE_TWIN: &str = r#"
+import http.server, json, sys, time
+t0 = time.time()
+addrs = sys.argv[2:]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path != "/link-counts":
+            self.send_response(404)
+            self.end_headers()
+            return
+        dt = time.time() - t0
+        links = [{"address": a, "bytes": int(dt * 40e6) if i == 0 else 0,
+                  "packets": int(dt * 30000) if i == 0 else 0} for i, a in enumerate(addrs)]
+        body = json.dumps({"controller": "fake-twin", "unix_ms": int(time.time() * 1000),
+                           "links": links}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+const TWIN_PORT: u16 = 7948;
+
+#[test]
+fn link_load_pools_the_twins_link_counts() {
+    let Some(_one_dpdk) = system_test() else {
+        return;
+    };
+    let t_test = Instant::now();
+    let lab = Lab::start("w", &format!("twin = \"127.0.0.1:{TWIN_PORT}\"\n"), &[]);
+    let (b1, b2, b3) = (addr_of(1), addr_of(2), addr_of(3));
+    let mut c = lab.topo.cmd("c", "python3");
+    c.args(["-c", FAKE_TWIN, &TWIN_PORT.to_string(), &b1, &b2, &b3])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut twin = Proc::spawn("fake twin", &mut c).unwrap();
+    lab.set_policy("link-load");
+
+    // Only the twin's traffic makes b1 busy: this dispatcher carries none.
+    let lighter = |s: &Value| share(s, &b1) < 0.6 * (share(s, &b2) + share(s, &b3)) / 2.0;
+    let ok = wait_until(Duration::from_secs(8), || {
+        lab.show("web").is_some_and(|s| lighter(&s))
+    });
+    let s = lab.must_show("web");
+    assert!(
+        ok,
+        "the twin's traffic on b1's link gives b1 a smaller share: {s}"
+    );
+    let twin_bytes = backend(&s, &b1)["inputs"]["twin_bytes_per_s"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(
+        twin_bytes > 20e6,
+        "policy show names the twin's share of b1's load: {}",
+        backend(&s, &b1)["inputs"]
+    );
+    let (per, _) = lab.clients(90, 80);
+    let got = |b: &str| per.get(b).copied().unwrap_or(0) as f64;
+    assert!(
+        got("b1") < 0.6 * (got("b2") + got("b3")) / 2.0,
+        "new connections follow: {per:?}"
+    );
+    let status = lab.controller_status();
+    assert_eq!(status["twin"]["pooled"], true, "{status}");
+    assert_eq!(status["twin"]["links"], 3, "{status}");
+    let log = lab.controller_log();
+    assert!(
+        log.contains("pooling link counts with the twin's controller fake-twin"),
+        "{log}"
+    );
+
+    // The twin goes away: once its counts are stale (3 intervals), b1 is
+    // as good as the others again (this dispatcher's own, nearly idle links
+    // decide; their few bytes/s move the shares by some points).
+    twin.terminate(Duration::from_secs(5)).unwrap();
+    let back = |s: &Value| share(s, &b1) > 0.8 * (share(s, &b2) + share(s, &b3)) / 2.0;
+    let ok = wait_until(Duration::from_secs(8), || {
+        lab.show("web").is_some_and(|s| back(&s))
+    });
+    let s = lab.must_show("web");
+    assert!(ok, "without the twin b1's share comes back: {s}");
+    assert!(
+        backend(&s, &b1)["inputs"].get("twin_bytes_per_s").is_none(),
+        "no twin share once stale: {}",
+        backend(&s, &b1)["inputs"]
+    );
+    let status = lab.controller_status();
+    assert_eq!(status["twin"]["pooled"], false, "{status}");
+    assert!(status["twin"]["error"].as_str().is_some(), "{status}");
+    eprintln!("twin test took {:.1} s", t_test.elapsed().as_secs_f64());
 }
 
 #[test]
