@@ -12,6 +12,25 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+/// How long the control thread waits for a connection before it looks at
+/// its stop flag again. It waits in poll(2), so an idle control socket
+/// never wakes the CPU: where the main lcore shares a CPU with a worker,
+/// each wake-up would preempt the worker.
+const ACCEPT_WAIT: Duration = Duration::from_millis(250);
+
+/// Sleeps until `listener` has a connection waiting, or [`ACCEPT_WAIT`].
+fn wait_for_connection(listener: &UnixListener) {
+    use std::os::fd::AsRawFd;
+    let mut fds = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for a descriptor the listener owns, alive
+    // for the call.
+    let _ = unsafe { libc::poll(&mut fds, 1, ACCEPT_WAIT.as_millis() as libc::c_int) };
+}
+
 /// Longest request line accepted.
 pub const MAX_REQUEST_BYTES: u64 = 64 * 1024;
 
@@ -105,9 +124,10 @@ impl ControlSocket {
                                 .spawn(move || serve_connection(stream, &*h));
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(20));
+                            wait_for_connection(&self.listener);
                         }
-                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                        // Out of descriptors and the like: try again later.
+                        Err(_) => std::thread::sleep(ACCEPT_WAIT),
                     }
                 }
                 drop(self);
@@ -157,6 +177,14 @@ fn serve_connection(stream: UnixStream, handler: &dyn Handler) {
     // SAFETY: geteuid has no preconditions.
     let own = unsafe { libc::geteuid() };
     if !authorised(peer_uid(&stream), own) {
+        // The request is read (never parsed or run) before the refusal is
+        // sent, so that a client still writing it gets the reply rather
+        // than a closed connection.
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut ignored = String::new();
+        let _ = BufReader::new(&stream)
+            .take(MAX_REQUEST_BYTES + 1)
+            .read_line(&mut ignored);
         let reply = Response::error(
             ErrorCode::Unauthorised,
             "this user may not control sluiced (root or the user it runs as only)",

@@ -43,8 +43,11 @@ pub struct Worker {
     events: Arc<EventRing>,
     hints: Arc<HintRing>,
     /// The management thread, woken when a neighbour hint is pushed so a
-    /// new neighbour reaches the tables within microseconds. Only ARP and
-    /// unresolved-neighbour packets wake it, never ordinary traffic.
+    /// new neighbour reaches the tables within microseconds, and when the
+    /// flow-event ring fills to half, so that it is drained before it
+    /// overflows. Only ARP, unresolved-neighbour packets and bursts of new
+    /// or ending flows wake it, never ordinary traffic: it otherwise sleeps
+    /// long, and does not take the CPU from a worker that shares it.
     waker: Option<std::thread::Thread>,
     /// Paced expiry sweep: slots due for examination, the remainder of
     /// slot-milliseconds not yet a whole slot, and the flow-clock time they
@@ -85,7 +88,8 @@ impl Worker {
         }
     }
 
-    /// Sets the thread to unpark after pushing a neighbour hint.
+    /// Sets the thread to unpark after pushing a neighbour hint or when the
+    /// flow-event ring reaches half its capacity.
     pub fn set_waker(&mut self, t: std::thread::Thread) {
         self.waker = Some(t);
     }
@@ -210,7 +214,16 @@ impl Worker {
     }
 
     fn event(&self, kind: FlowEventKind, key: FlowKey, backend: u32) {
-        push_event(&self.counters, &self.events, self.id, kind, key, backend);
+        let waker = self.waker.as_ref();
+        push_event(
+            &self.counters,
+            &self.events,
+            waker,
+            self.id,
+            kind,
+            key,
+            backend,
+        );
     }
 
     fn flow_ended(&self, key: FlowKey, old: &FlowEntry) {
@@ -608,13 +621,15 @@ impl Worker {
     /// Returns how many flows expired.
     pub fn expire_some(&mut self, now: u32, budget: usize) -> usize {
         let (counters, events, id) = (&self.counters, &self.events, self.id);
+        let waker = self.waker.as_ref();
         let mut n = 0;
         self.flows.expire_scan(now, budget, |k, e| {
             n += 1;
             if let Some(bc) = counters.backends.get(e.backend as usize) {
                 bc.ended_flows.inc();
             }
-            push_event(counters, events, id, FlowEventKind::Expired, *k, e.backend);
+            let kind = FlowEventKind::Expired;
+            push_event(counters, events, waker, id, kind, *k, e.backend);
         });
         n
     }
@@ -687,10 +702,13 @@ impl Worker {
 }
 
 /// Counts a flow event and pushes it to the worker's sync ring (a full ring
-/// drops and counts it: the worker never waits).
+/// drops and counts it: the worker never waits). The push that fills the
+/// ring to half wakes `waker` (once per filling: the worker is the ring's
+/// only producer, so exactly one push reaches the half).
 fn push_event(
     counters: &WorkerCounters,
     events: &EventRing,
+    waker: Option<&std::thread::Thread>,
     worker: u16,
     kind: FlowEventKind,
     key: FlowKey,
@@ -710,6 +728,11 @@ fn push_event(
     };
     if events.push(ev).is_ok() {
         fc.events_pushed.inc();
+        if events.len() == events.capacity() / 2 {
+            if let Some(w) = waker {
+                w.unpark();
+            }
+        }
     } else {
         fc.events_dropped.inc();
     }

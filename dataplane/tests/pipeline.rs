@@ -3224,3 +3224,47 @@ fn process_burst_matches_process() {
     );
     assert_eq!(a.events(), b.events());
 }
+
+#[test]
+fn a_half_full_event_ring_wakes_the_management_thread() {
+    let mut r = Rig::standard();
+    let half = r.events.capacity() / 2;
+    // The management thread: sleeps until woken, then notes how full the
+    // ring was (park may also return spuriously; only the count matters).
+    let events = r.events.clone();
+    let (seen_tx, seen_rx) = std::sync::mpsc::channel::<usize>();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let manager = std::thread::spawn(move || {
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            std::thread::park();
+            let _ = seen_tx.send(events.len());
+        }
+    });
+    r.worker.set_waker(manager.thread().clone());
+    // New flows up to one short of half the ring.
+    let mut sent = 0;
+    for i in 0..half - 1 {
+        let src = [198, 19, (i >> 8) as u8, i as u8];
+        let mut f = Pkt::client(src, 40000 + (i >> 16) as u16).tcp();
+        r.process(&mut f, CLIENT_PORT, 0);
+        sent += 1;
+    }
+    assert_eq!(r.events.len(), sent);
+    // The flow that fills it to half wakes the manager.
+    let mut f = Pkt::client(FAR_CLIENT, 40000).tcp();
+    r.process(&mut f, CLIENT_PORT, 0);
+    assert_eq!(r.events.len(), half);
+    let woke_at_half = (0..50).any(|_| {
+        seen_rx
+            .recv_timeout(std::time::Duration::from_millis(200))
+            .is_ok_and(|len| len >= half)
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    manager.thread().unpark();
+    manager.join().unwrap();
+    assert!(
+        woke_at_half,
+        "the push that made the ring half full woke the manager"
+    );
+}

@@ -39,11 +39,21 @@ impl Client {
         let mut line = serde_json::to_string(&Request::new(cmd))
             .map_err(|e| CtlError::Protocol(e.to_string()))?;
         line.push('\n');
-        s.write_all(line.as_bytes()).map_err(unreachable)?;
+        // A peer that closed before taking the whole request (sluiced
+        // refusing an unauthorised user) may still have sent its reply.
+        let write_failed = match s.write_all(line.as_bytes()) {
+            Ok(()) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Some(e),
+            Err(e) => return Err(unreachable(e)),
+        };
         let mut reply = String::new();
-        BufReader::new(&s)
-            .read_line(&mut reply)
-            .map_err(unreachable)?;
+        let read = BufReader::new(&s).read_line(&mut reply);
+        if reply.is_empty() {
+            if let Some(e) = write_failed {
+                return Err(unreachable(e));
+            }
+        }
+        read.map_err(unreachable)?;
         if reply.is_empty() {
             return Err(CtlError::Protocol(
                 "connection closed without a reply".into(),
