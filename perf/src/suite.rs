@@ -233,9 +233,26 @@ pub struct ScenarioResult {
     pub check_ok: bool,
     /// Why the scenario has no figures, if it failed.
     pub error: Option<String>,
+    /// Baseline rows only: the median Mpps of the baseline measured again
+    /// after the other forwarders ran the same traffic. Far from `mpps`,
+    /// the machine's speed changed meanwhile (see [`DRIFT_LIMIT`]).
+    pub recheck_mpps: Option<f64>,
 }
 
+/// How far (as a share) the baseline's re-check may be from its first
+/// measurement before the ratios of that traffic are marked unreliable.
+pub const DRIFT_LIMIT: f64 = 0.15;
+
 impl ScenarioResult {
+    /// Baseline rows: the re-check's drift from the first measurement
+    /// (`recheck / first − 1`), when both exist.
+    pub fn drift(&self) -> Option<f64> {
+        match (self.mpps, self.recheck_mpps) {
+            (Some(m), Some(r)) if m.median > 0.0 => Some(r / m.median - 1.0),
+            _ => None,
+        }
+    }
+
     pub fn new(scenario: Scenario, trials: Vec<Trial>, error: Option<String>) -> ScenarioResult {
         let lat = |f: fn(&LatencyNs) -> f64| {
             Spread::of(trials.iter().filter_map(|t| t.latency.as_ref().map(f)))
@@ -264,6 +281,7 @@ impl ScenarioResult {
             check_ok: !trials.is_empty() && trials.iter().all(|t| t.check_ok),
             trials,
             error,
+            recheck_mpps: None,
         }
     }
 }
@@ -377,6 +395,36 @@ pub fn table(results: &[ScenarioResult]) -> String {
         if let Some(e) = &r.error {
             let s = &r.scenario;
             let _ = writeln!(out, "{} {}: {e}", s.forwarder.name(), s.traffic_label());
+        }
+    }
+    for r in results {
+        if let Some(m) = r.mpps.filter(|m| m.spread_percent() > DRIFT_LIMIT * 100.0) {
+            let _ = writeln!(
+                out,
+                "UNRELIABLE {}: {}'s repetitions spread ±{:.0}% ({:.2} to {:.2} Mpps): \
+                 the machine's speed changed during them",
+                r.scenario.traffic_label(),
+                r.scenario.forwarder.name(),
+                m.spread_percent(),
+                m.min,
+                m.max
+            );
+        }
+    }
+    for r in results {
+        if let (Some(d), Some(m), Some(again)) = (r.drift(), r.mpps, r.recheck_mpps) {
+            if d.abs() > DRIFT_LIMIT {
+                let _ = writeln!(
+                    out,
+                    "UNRELIABLE {}: {} measured {:.2} Mpps, then {:.2} after the others ({:+.0}%): \
+                     the machine's speed changed during this traffic; its ratios compare different speeds",
+                    r.scenario.traffic_label(),
+                    r.scenario.forwarder.name(),
+                    m.median,
+                    again,
+                    d * 100.0
+                );
+            }
         }
     }
     out
@@ -512,6 +560,29 @@ mod tests {
             mpps.iter().map(|&m| trial(m, 1000.0 * m)).collect(),
             None,
         )
+    }
+
+    #[test]
+    fn a_baseline_that_drifted_marks_its_traffic_unreliable() {
+        let mut base = result(Forwarder::BASELINE, 1000, &[20.0, 20.0, 20.0]);
+        let dr = result(Forwarder::SluicedDr, 1000, &[18.0]);
+        base.recheck_mpps = Some(21.0);
+        assert!((base.drift().unwrap() - 0.05).abs() < 1e-9);
+        let t = table(&[base.clone(), dr.clone()]);
+        assert!(!t.contains("UNRELIABLE"), "{t}");
+        base.recheck_mpps = Some(10.0);
+        assert!((base.drift().unwrap() + 0.5).abs() < 1e-9);
+        let t = table(&[base, dr]);
+        assert!(
+            t.contains("UNRELIABLE 1K/64: testpmd-macswap measured 20.00 Mpps, then 10.00"),
+            "{t}"
+        );
+        // Repetitions far apart say the same of their own row.
+        let t = table(&[result(Forwarder::SluicedNat, 1000, &[10.0, 20.0, 19.0])]);
+        assert!(
+            t.contains("UNRELIABLE 1K/64: sluiced-nat's repetitions spread ±26%"),
+            "{t}"
+        );
     }
 
     #[test]
