@@ -1,6 +1,7 @@
 //! Runs the pipeline benchmark's inner loop for a fixed number of bursts,
 //! for profilers (callgrind counts instructions; `perf record` samples):
-//! `cargo run --release -p perf --example pipeline_loop -- nat 1000 100000`.
+//! `cargo run --release -p perf --example pipeline_loop -- nat 1000 100000`;
+//! a fourth argument sets the flow-table capacity (default 2^20).
 
 use dataplane::counters::DropReason;
 use dataplane::pipeline::Action;
@@ -11,8 +12,9 @@ fn main() {
     let mode = args.next().unwrap_or_else(|| "nat".into());
     let flows: u32 = args.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
     let bursts: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let capacity: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1 << 20);
     let frames = FlowFrames::new(flows, TCP_ACK);
-    let (mut worker, tables) = dispatcher(&mode, 100, 1 << 20);
+    let (mut worker, tables) = dispatcher(&mode, 100, capacity);
     let mut actions = [Action::Drop(DropReason::RuntFrame); 32];
     let mut burst = [[0u8; 64]; 32];
     let mut at = 0usize;
