@@ -66,17 +66,6 @@ pub fn summarize(cpu: Option<u32>, gaps: &[Duration], total: Duration) -> Interf
     }
 }
 
-/// Pins the calling thread to `cpu`. False if the kernel refused.
-fn pin(cpu: u32) -> bool {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
-    // sched_setaffinity only read and write the set passed in.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu as usize, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    }
-}
-
 /// Spins for `duration` on the calling thread and records every gap of at
 /// least [`STALL`] (the rest are summed into the total only).
 fn spin(duration: Duration) -> (Vec<Duration>, Duration) {
@@ -105,7 +94,8 @@ pub fn probe(cpus: &[u32], duration: Duration) -> Vec<Interference> {
             .iter()
             .map(|&cpu| {
                 s.spawn(move || {
-                    let pinned = pin(cpu);
+                    let pinned =
+                        core_affinity::set_for_current(core_affinity::CoreId { id: cpu as usize });
                     let (gaps, total) = spin(duration);
                     summarize(pinned.then_some(cpu), &gaps, total)
                 })

@@ -566,17 +566,11 @@ pub fn run(config_path: &Path, cfg: Config) -> Result<()> {
 /// What keeps the calling (worker) thread's CPU from being its own; see
 /// `firmware_config::preflight`.
 fn worker_cpu_problems() -> Vec<String> {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set that
-    // sched_getaffinity fills for the calling thread; CPU_ISSET reads it.
-    let cpus: Vec<usize> = unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return vec!["its CPU affinity could not be read".into()];
-        }
-        (0..libc::CPU_SETSIZE as usize)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .collect()
+    // The calling thread's affinity.
+    let Some(cpus) = core_affinity::get_core_ids() else {
+        return vec!["its CPU affinity could not be read".into()];
     };
+    let cpus: Vec<usize> = cpus.into_iter().map(|c| c.id).collect();
     let read = |f: &str| std::fs::read_to_string(Path::new("/sys/devices/system/cpu").join(f)).ok();
     firmware_config::preflight::check(
         &cpus,
