@@ -8,7 +8,7 @@
 use anyhow::{Context, Result};
 use ctl::agent::{unix_ms, Receiver};
 use ctl::health::{HealthChecker, Target};
-use ctl::links::{pooled, smooth, LinkMeter, TwinLinks};
+use ctl::links::{pooled, smooth, LinkMeters, TwinLinks};
 use ctl::policy::{self, BackendInput, Ewma, Params};
 use ctl::serverlist::{
     self, ControllerStatus, LinkCount, LinkCounts, Published, PushResult, RoundResult, Server,
@@ -137,7 +137,7 @@ struct Controller {
     published: Published,
     /// By backend address: a server's link carries the traffic of every
     /// VIP and port it serves (seed 000 measures links, not services).
-    links: HashMap<std::net::Ipv4Addr, LinkMeter>,
+    links: LinkMeters,
     /// The clock of the link readings.
     epoch: Instant,
     /// The twin dispatcher's link traffic (`controller.twin`).
@@ -220,7 +220,7 @@ pub fn run(config_path: &Path, socket: Option<PathBuf>, name: Option<String>) ->
         health: HealthChecker::new(),
         agents,
         published,
-        links: HashMap::new(),
+        links: LinkMeters::default(),
         epoch: Instant::now(),
         twin: TwinLinks::default(),
         ports: HashMap::new(),
@@ -351,7 +351,7 @@ impl Controller {
                         priority: b.priority,
                         group: b.group.clone(),
                         link: pooled(
-                            self.links.get(&b.address).and_then(LinkMeter::rates),
+                            self.links.rates(b.address),
                             self.twin.rates(b.address, now_ms, stale_ms),
                             drop,
                         ),
@@ -546,15 +546,8 @@ impl Controller {
             e.0 += b.tx_bytes + b.rx_bytes;
             e.1 += b.tx_packets + b.rx_packets;
         }
-        let t_s = now.duration_since(self.epoch).as_secs_f64();
-        for (addr, (bytes, packets)) in &per_link {
-            self.links
-                .entry(*addr)
-                .or_default()
-                .update(t_s, *bytes, *packets, alpha);
-        }
-        self.links.retain(|a, _| per_link.contains_key(a));
-        // Our own counts (never the pooled ones) for the twin.
+        // Our own counts (never the pooled ones): measured here and served
+        // to the twin.
         let mut links: Vec<LinkCount> = per_link
             .iter()
             .map(|(addr, &(bytes, packets))| LinkCount {
@@ -564,6 +557,8 @@ impl Controller {
             })
             .collect();
         links.sort_by(|a, b| a.address.cmp(&b.address));
+        let t_s = now.duration_since(self.epoch).as_secs_f64();
+        self.links.update(t_s, &links, alpha);
         *self
             .published
             .link_counts
@@ -624,6 +619,7 @@ fn targets(cfg: &Config) -> Vec<Target> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ctl::links::LinkMeter;
 
     fn key(last: u8) -> Key {
         (

@@ -6,7 +6,7 @@
 //! Pure: the controller feeds readings in and asks for loads.
 
 use crate::policy::{rate, Ewma, LinkLoad};
-use crate::serverlist::LinkCounts;
+use crate::serverlist::{LinkCount, LinkCounts};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -56,11 +56,54 @@ impl LinkMeter {
     }
 }
 
+/// One [`LinkMeter`] per backend address, fed with whole readings: a link
+/// missing from a reading is forgotten (its next reading starts afresh).
+/// Used for this dispatcher's own links and for the twin's.
+#[derive(Default, Debug)]
+pub struct LinkMeters {
+    meters: HashMap<Ipv4Addr, LinkMeter>,
+}
+
+impl LinkMeters {
+    /// Feeds a reading of every link taken at `t_s` (see
+    /// [`LinkMeter::update`]); entries whose address is not IPv4 are
+    /// skipped.
+    pub fn update(&mut self, t_s: f64, links: &[LinkCount], alpha: f64) {
+        let mut seen = Vec::with_capacity(links.len());
+        for l in links {
+            let Ok(addr) = l.address.parse::<Ipv4Addr>() else {
+                continue;
+            };
+            seen.push(addr);
+            self.meters
+                .entry(addr)
+                .or_default()
+                .update(t_s, l.bytes, l.packets, alpha);
+        }
+        self.meters.retain(|a, _| seen.contains(a));
+    }
+
+    /// (bytes/s, packets/s) on the link to `addr`.
+    pub fn rates(&self, addr: Ipv4Addr) -> Option<(f64, f64)> {
+        self.meters.get(&addr)?.rates()
+    }
+
+    /// Links measured.
+    pub fn len(&self) -> usize {
+        self.meters.len()
+    }
+
+    /// No link measured.
+    pub fn is_empty(&self) -> bool {
+        self.meters.is_empty()
+    }
+}
+
 /// The twin dispatcher's link traffic, from its controller's
 /// `GET /link-counts`.
 #[derive(Default, Debug)]
 pub struct TwinLinks {
-    meters: HashMap<Ipv4Addr, LinkMeter>,
+    meters: LinkMeters,
     /// The twin's reading time of the last reading absorbed, unix ms.
     last_reading_ms: Option<u64>,
     /// When a reading was last fetched, unix ms (ours).
@@ -95,19 +138,8 @@ impl TwinLinks {
             return;
         }
         self.last_reading_ms = Some(counts.unix_ms);
-        let t_s = counts.unix_ms as f64 / 1000.0;
-        let mut seen = Vec::with_capacity(counts.links.len());
-        for l in &counts.links {
-            let Ok(addr) = l.address.parse::<Ipv4Addr>() else {
-                continue;
-            };
-            seen.push(addr);
-            self.meters
-                .entry(addr)
-                .or_default()
-                .update(t_s, l.bytes, l.packets, alpha);
-        }
-        self.meters.retain(|a, _| seen.contains(a));
+        self.meters
+            .update(counts.unix_ms as f64 / 1000.0, &counts.links, alpha);
     }
 
     /// Records a failed fetch.
@@ -127,7 +159,7 @@ impl TwinLinks {
         if !self.fresh(now_ms, stale_after_ms) {
             return None;
         }
-        self.meters.get(&addr)?.rates()
+        self.meters.rates(addr)
     }
 
     /// For `GET /status`.
@@ -163,7 +195,6 @@ pub fn pooled(local: Option<(f64, f64)>, twin: Option<(f64, f64)>, drop: f64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serverlist::LinkCount;
 
     fn reading(ms: u64, links: &[(&str, u64, u64)]) -> LinkCounts {
         LinkCounts {
@@ -202,6 +233,25 @@ mod tests {
         );
         m.update(13.0, 6000, 40, 0.5);
         assert_eq!(m.rates(), Some((1500.0, 10.0)));
+    }
+
+    #[test]
+    fn meters_follow_whole_readings() {
+        let mut m = LinkMeters::default();
+        let r =
+            |b1: u64, b2: u64| reading(0, &[(B1, b1, 1), (B2, b2, 1), ("not-an-address", 9, 9)]);
+        m.update(1.0, &r(0, 0).links, 1.0);
+        m.update(2.0, &r(500, 100).links, 1.0);
+        assert_eq!(m.len(), 2, "the entry that is not an address is skipped");
+        assert_eq!(m.rates(ip(B1)), Some((500.0, 0.0)));
+        assert_eq!(m.rates(ip(B2)), Some((100.0, 0.0)));
+        // B2 missing from a reading: forgotten; back later, it starts afresh.
+        m.update(3.0, &reading(0, &[(B1, 700, 1)]).links, 1.0);
+        assert_eq!(m.rates(ip(B2)), None);
+        m.update(4.0, &r(900, 200).links, 1.0);
+        assert_eq!(m.rates(ip(B1)), Some((200.0, 0.0)));
+        assert_eq!(m.rates(ip(B2)), None, "one reading since it came back");
+        assert!(!m.is_empty());
     }
 
     #[test]
