@@ -464,13 +464,18 @@ impl Env<'_> {
     }
 }
 
+/// Every repetition of `s` on a running device, with one retry (and a fresh
+/// generator) per repetition.
 fn run_scenario(
     env: &Env,
     dut: &mut Dut,
-    gen: &mut Option<Gen>,
     s: &Scenario,
     stop: &AtomicBool,
 ) -> (Vec<Trial>, Option<String>) {
+    // Started at the first repetition, kept for the others; dropped (its
+    // end of the links closed) when this returns, while the device still
+    // runs and no traffic flows.
+    let mut gen: Option<Gen> = None;
     let mut trials = Vec::new();
     for _ in 0..env.opts.reps {
         if stop.load(Ordering::Relaxed) {
@@ -479,12 +484,12 @@ fn run_scenario(
         // One retry, with a fresh generator.
         let mut attempt = || -> Result<Trial> {
             if gen.is_none() {
-                *gen = Some(Gen::start(env, dut)?);
+                gen = Some(Gen::start(env, dut)?);
             }
             let g = gen.as_mut().context("generator")?;
             let r = run_trial(env, dut, g, s);
             if r.is_err() {
-                *gen = None;
+                gen = None;
             }
             r
         };
@@ -504,11 +509,8 @@ fn run_scenario(
 fn scenario(env: &Env, s: Scenario, stop: &AtomicBool) -> ScenarioResult {
     match Dut::start(s.forwarder, env, s.flows) {
         Ok(mut d) => {
-            let mut gen: Option<Gen> = None;
-            let (trials, error) = run_scenario(env, &mut d, &mut gen, &s, stop);
-            // The generator leaves first: its end of the links closes while
-            // the device still runs, not under traffic.
-            drop(gen);
+            // The generator leaves first (in run_scenario).
+            let (trials, error) = run_scenario(env, &mut d, &s, stop);
             remove_runtime_dir(GEN_PREFIX);
             d.stop();
             ScenarioResult::new(s, trials, error)
