@@ -5,7 +5,7 @@
 //! (nor with the generator, which builds its checksums with the
 //! dataplane's `checksum` module).
 
-use crate::gen::{mac_string, Proto, Traffic};
+use crate::gen::{mac_string, MacRange, Proto, Traffic};
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
@@ -102,7 +102,7 @@ pub struct CheckStats {
 pub struct Checker {
     expect: Expect,
     proto: Proto,
-    src_mac: [u8; 6],
+    src_macs: MacRange,
     dst_mac: [u8; 6],
     src_first: u32,
     src_count: u32,
@@ -118,7 +118,7 @@ impl Checker {
         let per_backend = expect.backends().into_iter().map(|b| (b, 0)).collect();
         Checker {
             proto: traffic.proto,
-            src_mac: traffic.src_mac,
+            src_macs: traffic.src_macs,
             dst_mac: traffic.dst_mac,
             src_first: traffic.src_ips.first,
             src_count: traffic.src_ips.count,
@@ -201,13 +201,13 @@ impl Checker {
         let rewrite = |why: String| Err(Failure::Rewrite(why));
         match &self.expect {
             Expect::Unchanged => {
-                if dst_mac != self.dst_mac || src_mac != self.src_mac || !to_vip {
+                if dst_mac != self.dst_mac || !self.src_macs.contains(&src_mac) || !to_vip {
                     return rewrite("expected the frame unchanged".into());
                 }
                 Ok(None)
             }
             Expect::MacSwap => {
-                if dst_mac != self.src_mac || src_mac != self.dst_mac || !to_vip {
+                if !self.src_macs.contains(&dst_mac) || src_mac != self.dst_mac || !to_vip {
                     return rewrite("expected only the MACs swapped".into());
                 }
                 Ok(None)
@@ -255,7 +255,7 @@ mod tests {
             size: FrameSize::Fixed(64),
             flows: 100,
             syn_share: 0.0,
-            src_mac: [2, 0, 0, 0, 0, 1],
+            src_macs: MacRange::single([2, 0, 0, 0, 0, 1]),
             dst_mac: [2, 0, 0, 0, 0, 2],
             src_ips: "198.18.0.0/24".parse().unwrap(),
             src_ports: "1024-65535".parse().unwrap(),
@@ -287,6 +287,30 @@ mod tests {
     }
 
     #[test]
+    fn a_source_mac_range_is_checked_as_a_range() {
+        let mut t = traffic(Proto::Tcp);
+        t.src_macs = "02:00:00:00:01:00-02:00:00:00:01:0f".parse().unwrap();
+        let mut f = frame(Proto::Tcp);
+        f[6..12].copy_from_slice(&t.src_macs.first);
+        let mut c = Checker::new(&t, Expect::Unchanged);
+        let mut other = f.clone();
+        other[6..12].copy_from_slice(&[2, 0, 0, 0, 1, 9]);
+        c.check(&f);
+        c.check(&other);
+        other[6..12].copy_from_slice(&[2, 0, 0, 0, 1, 0x10]);
+        c.check(&other);
+        assert_eq!((c.stats.ok, c.stats.bad_rewrite), (2, 1));
+        let mut swapped = f.clone();
+        swapped[0..6].copy_from_slice(&[2, 0, 0, 0, 1, 0xf]);
+        swapped[6..12].copy_from_slice(&t.dst_mac);
+        let mut c = Checker::new(&t, Expect::MacSwap);
+        c.check(&swapped);
+        swapped[0..6].copy_from_slice(&[2, 0, 0, 0, 2, 0]);
+        c.check(&swapped);
+        assert_eq!((c.stats.ok, c.stats.bad_rewrite), (1, 1));
+    }
+
+    #[test]
     fn each_mode_accepts_its_rewrite_and_refuses_others() {
         let t = traffic(Proto::Tcp);
         let f = frame(Proto::Tcp);
@@ -295,7 +319,7 @@ mod tests {
         assert_eq!(c.stats.ok, 1);
 
         let mut swapped = f.clone();
-        swapped[0..6].copy_from_slice(&t.src_mac);
+        swapped[0..6].copy_from_slice(&t.src_macs.first);
         swapped[6..12].copy_from_slice(&t.dst_mac);
         let mut c = Checker::new(&t, Expect::MacSwap);
         c.check(&swapped);

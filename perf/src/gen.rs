@@ -245,6 +245,88 @@ pub fn mac_string(m: &[u8; 6]) -> String {
     )
 }
 
+/// Most MAC addresses in a [`MacRange`].
+pub const MAX_MACS: u32 = 1 << 24;
+
+/// An inclusive range of unicast MAC addresses, read as 48-bit numbers
+/// (`02:00:00:00:01:01-02:00:00:00:01:ff`, or one address): the client-side
+/// hosts or routers the traffic comes from. Flow `f` is sent from address
+/// `f mod count`, so consecutive flows come from consecutive addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MacRange {
+    pub first: [u8; 6],
+    pub count: u32,
+}
+
+fn mac_number(m: &[u8; 6]) -> u64 {
+    m.iter().fold(0u64, |n, &b| n << 8 | u64::from(b))
+}
+
+fn number_mac(n: u64) -> [u8; 6] {
+    let b = n.to_be_bytes();
+    [b[2], b[3], b[4], b[5], b[6], b[7]]
+}
+
+impl MacRange {
+    /// One address.
+    pub fn single(mac: [u8; 6]) -> MacRange {
+        MacRange {
+            first: mac,
+            count: 1,
+        }
+    }
+
+    /// The `i`-th address of the range (`i < count`).
+    #[inline]
+    pub fn nth(&self, i: u32) -> [u8; 6] {
+        number_mac(mac_number(&self.first) + u64::from(i))
+    }
+
+    /// Whether `mac` lies in the range.
+    pub fn contains(&self, mac: &[u8; 6]) -> bool {
+        mac_number(mac).wrapping_sub(mac_number(&self.first)) < u64::from(self.count)
+    }
+}
+
+impl FromStr for MacRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, b) = match s.split_once('-') {
+            Some((a, b)) => (parse_mac(a.trim())?, parse_mac(b.trim())?),
+            None => (parse_mac(s.trim())?, parse_mac(s.trim())?),
+        };
+        let (na, nb) = (mac_number(&a), mac_number(&b));
+        if nb < na {
+            return Err(format!("MAC range {s:?} ends before it starts"));
+        }
+        if a[0] & 1 != 0 || na >> 40 != nb >> 40 {
+            return Err(format!(
+                "MAC range {s:?}: source addresses must be unicast (first byte even) and share their first byte"
+            ));
+        }
+        if nb - na >= u64::from(MAX_MACS) {
+            return Err(format!(
+                "MAC range {s:?} has more than {MAX_MACS} addresses"
+            ));
+        }
+        Ok(MacRange {
+            first: a,
+            count: (nb - na + 1) as u32,
+        })
+    }
+}
+
+impl std::fmt::Display for MacRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let first = mac_string(&self.first);
+        if self.count == 1 {
+            f.write_str(&first)
+        } else {
+            write!(f, "{first}-{}", mac_string(&self.nth(self.count - 1)))
+        }
+    }
+}
+
 /// What to send.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Traffic {
@@ -254,7 +336,7 @@ pub struct Traffic {
     pub flows: u32,
     /// Share of packets that open a new connection (0..=1).
     pub syn_share: f64,
-    pub src_mac: [u8; 6],
+    pub src_macs: MacRange,
     pub dst_mac: [u8; 6],
     pub src_ips: Ipv4Range,
     pub src_ports: PortRange,
@@ -352,7 +434,7 @@ impl FrameBuilder {
         let header_len = proto.payload_offset();
         let mut h = [0u8; 64];
         h[0..6].copy_from_slice(&traffic.dst_mac);
-        h[6..12].copy_from_slice(&traffic.src_mac);
+        h[6..12].copy_from_slice(&traffic.src_macs.first);
         h[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
         let ip = &mut h[ETH_LEN..ETH_LEN + IP_LEN];
         ip[0] = 0x45;
@@ -493,6 +575,10 @@ impl FrameBuilder {
         let hl = self.header_len;
         let buf = &mut buf[..len];
         buf[..hl].copy_from_slice(&self.header[..hl]);
+        let macs = &self.traffic.src_macs;
+        if macs.count > 1 {
+            buf[6..12].copy_from_slice(&macs.nth(f % macs.count));
+        }
         let (src_ip, src_port) = self.flow_source(f);
         let ip_words = (src_ip >> 16) + (src_ip & 0xffff);
         // IPv4 header.
@@ -563,7 +649,7 @@ mod tests {
             size,
             flows,
             syn_share: syn,
-            src_mac: [2, 0, 0, 0, 0, 1],
+            src_macs: MacRange::single([2, 0, 0, 0, 0, 1]),
             dst_mac: [2, 0, 0, 0, 0, 2],
             src_ips: "198.18.0.0/16".parse().unwrap(),
             src_ports: "1024-65535".parse().unwrap(),
@@ -700,6 +786,54 @@ mod tests {
             }
         );
         assert!(parse_mac("02:00:00:00:00").is_err());
+    }
+
+    #[test]
+    fn a_mac_range_gives_consecutive_flows_consecutive_source_macs() {
+        let mut t = traffic(Proto::Tcp, FrameSize::Fixed(64), 10, 0.0);
+        t.src_macs = "02:00:00:00:01:fe-02:00:00:00:02:01".parse().unwrap();
+        assert_eq!(t.src_macs.count, 4);
+        assert_eq!(
+            t.src_macs.to_string(),
+            "02:00:00:00:01:fe-02:00:00:00:02:01"
+        );
+        let mut g = FrameBuilder::new(t).unwrap();
+        let mut buf = [0u8; 64];
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            let n = g.write_next(&mut buf, 0);
+            let (ip, port, _) = verify(&buf[..n]);
+            let f = (0..10).find(|&f| g.flow_source(f) == (ip, port)).unwrap();
+            let mac: [u8; 6] = buf[6..12].try_into().unwrap();
+            assert_eq!(mac, g.traffic().src_macs.nth(f % 4), "flow {f}");
+            seen.push(mac);
+        }
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(
+            seen,
+            [
+                [2, 0, 0, 0, 1, 0xfe],
+                [2, 0, 0, 0, 1, 0xff],
+                [2, 0, 0, 0, 2, 0],
+                [2, 0, 0, 0, 2, 1]
+            ]
+        );
+        let one: MacRange = "02:00:00:00:01:01".parse().unwrap();
+        assert_eq!(
+            (one.count, one.to_string().as_str()),
+            (1, "02:00:00:00:01:01")
+        );
+        assert!(one.contains(&[2, 0, 0, 0, 1, 1]) && !one.contains(&[2, 0, 0, 0, 1, 2]));
+        for bad in [
+            "02:00:00:00:01:09-02:00:00:00:01:01",
+            "03:00:00:00:00:01",
+            "02:00:00:00:00:01-04:00:00:00:00:01",
+            "02:00:00:00:00:00-02:00:01:00:00:00",
+            "02:00:00:00:00",
+        ] {
+            assert!(bad.parse::<MacRange>().is_err(), "{bad}");
+        }
     }
 
     #[test]

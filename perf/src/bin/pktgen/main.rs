@@ -11,8 +11,8 @@ use dpdk::{Burst, Eal, Mbuf, Mempool, Port, PortConf, PortStats, BURST_MAX};
 use hdrhistogram::Histogram;
 use perf::check::{Checker, Expect};
 use perf::gen::{
-    parse_mac, read_stamp, stamp_age, FrameBuilder, FrameSize, Ipv4Range, PortRange, Proto,
-    Traffic, FCS,
+    parse_mac, read_stamp, stamp_age, FrameBuilder, FrameSize, Ipv4Range, MacRange, PortRange,
+    Proto, Traffic, FCS,
 };
 use perf::report::{Latency, NicReport, PortDelta, Report, RxReport, TxReport, Warmup};
 use std::net::Ipv4Addr;
@@ -83,9 +83,10 @@ struct Args {
     /// source), 0 to 1.
     #[arg(long, default_value_t = 0.0)]
     syn_share: f64,
-    /// Source MAC of the generated frames.
+    /// Source MACs: `first-last` (consecutive flows from consecutive
+    /// addresses) or one address.
     #[arg(long, default_value = "02:00:00:00:01:01")]
-    src_mac: String,
+    src_mac: MacRange,
     /// Destination MAC: the dispatcher's client-facing port.
     #[arg(long)]
     dst_mac: String,
@@ -201,7 +202,7 @@ impl Setup {
             size: a.size,
             flows: a.flows,
             syn_share: a.syn_share,
-            src_mac: parse_mac(&a.src_mac).map_err(|e| anyhow!("--src-mac: {e}"))?,
+            src_macs: a.src_mac,
             dst_mac: parse_mac(&a.dst_mac).map_err(|e| anyhow!("--dst-mac: {e}"))?,
             src_ips: a.src_ip,
             src_ports: a.src_ports,

@@ -662,6 +662,8 @@ impl Gen {
         cmd.args(["--cpu", &o.gen_cpu.to_string()])
             .args(["--file-prefix", GEN_PREFIX])
             .args(["--src-ip", "198.19.0.0/16"])
+            // Sixteen client-side hosts.
+            .args(["--src-mac", "02:00:00:00:01:01-02:00:00:00:01:10"])
             .args([
                 "--dst-ip",
                 dut::VIP,
