@@ -161,6 +161,11 @@ pub struct Trial {
     /// Rate asked for in the latency ("half-rate") run: `--latency-share`
     /// of `mpps`, half by default.
     pub half_rate_mpps: f64,
+    /// The device's cycles per packet on its worker core in the half-rate
+    /// run: with few packets per poll a packet costs more than at full
+    /// speed, so the core is busier than the rate alone says.
+    #[serde(default)]
+    pub half_cycles_per_packet: Option<f64>,
     /// Latency in the half-rate run.
     pub latency: Option<LatencyNs>,
     /// Counts and drops at half rate: all three should be zero.
@@ -219,6 +224,8 @@ pub struct ScenarioResult {
     pub mpps: Option<Spread>,
     pub gbps: Option<Spread>,
     pub cycles_per_packet: Option<Spread>,
+    #[serde(default)]
+    pub half_cycles_per_packet: Option<Spread>,
     pub p50_ns: Option<Spread>,
     pub p99_ns: Option<Spread>,
     pub p999_ns: Option<Spread>,
@@ -271,6 +278,9 @@ impl ScenarioResult {
             mpps: Spread::of(trials.iter().map(|t| t.mpps)),
             gbps: Spread::of(trials.iter().map(|t| t.gbps)),
             cycles_per_packet: Spread::of(trials.iter().filter_map(|t| t.cycles_per_packet)),
+            half_cycles_per_packet: Spread::of(
+                trials.iter().filter_map(|t| t.half_cycles_per_packet),
+            ),
             p50_ns: lat(|l| l.p50),
             p99_ns: lat(|l| l.p99),
             p999_ns: lat(|l| l.p999),
@@ -330,6 +340,7 @@ pub fn table(results: &[ScenarioResult]) -> String {
         "Gbps",
         "ratio",
         "cyc/pkt",
+        "½ cyc",
         "p50 µs",
         "p99 µs",
         "p99.9 µs",
@@ -352,6 +363,9 @@ pub fn table(results: &[ScenarioResult]) -> String {
             opt(r.gbps.map(|m| m.median), |x| format!("{x:.2}")),
             opt(r.ratio, |x| format!("{x:.2}")),
             opt(r.cycles_per_packet.map(|m| m.median), |x| format!("{x:.0}")),
+            opt(r.half_cycles_per_packet.map(|m| m.median), |x| {
+                format!("{x:.0}")
+            }),
             us(r.p50_ns),
             us(r.p99_ns),
             us(r.p999_ns),

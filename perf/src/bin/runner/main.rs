@@ -419,7 +419,7 @@ fn run(opts: &Opts, stop: &AtomicBool) -> Result<bool> {
     println!("{text}");
     println!(
         "Mpps: frames back at the generator per second at full speed (median of {}, ±: half the range); ratio: Mpps / {}'s for the same traffic;\n\
-         cyc/pkt: device worker cycles per packet at full speed; latency and drops (generator/link/dispatcher): at {} the full-speed rate;\n\
+         cyc/pkt: device worker cycles per packet at full speed, ½ cyc: in the latency run; latency and drops (generator/link/dispatcher): at {} the full-speed rate;\n\
          max d: device drops at full speed; check: sampled frames rewritten as expected with valid checksums.",
         opts.reps,
         Forwarder::BASELINE.name(),
@@ -537,6 +537,7 @@ fn run_trial(env: &Env, dut: &mut Dut, gen: &mut Gen, s: &Scenario) -> Result<Tr
         cycles_per_packet: max_dut.cycles_per_packet,
         max: counts(&max, &max_dut),
         half_rate_mpps: half_rate / 1e6,
+        half_cycles_per_packet: half_dut.cycles_per_packet,
         latency: half.latency_ns.as_ref().map(|l| LatencyNs {
             p50: l.p50 as f64,
             p99: l.p99 as f64,
