@@ -1,6 +1,6 @@
 //! The worker lcore loop: rx burst → pipeline → tx burst, per port.
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Cache};
 use dataplane::counters::DropReason;
 use dataplane::pipeline::{Action, Worker};
 use dataplane::tables::Tables;
@@ -51,10 +51,14 @@ impl WorkerCtx {
         let mut rx = Burst::new();
         let mut tx: Vec<Burst> = (0..n_ports).map(|_| Burst::new()).collect();
         let mut actions = [Action::Drop(DropReason::RuntFrame); BURST_MAX];
+        // Keeps the current tables and only checks, with one atomic load,
+        // that they are still current: cheaper than `ArcSwap::load` on
+        // every iteration.
+        let mut cached = Cache::new(Arc::clone(&self.tables));
         while self.running.load(Ordering::Relaxed) {
             let start = dpdk::rdtsc();
             let now = self.clock.now_ms(start);
-            let tables = self.tables.load();
+            let tables: &Tables = cached.load();
             let mut busy = false;
             for p in 0..n_ports {
                 // TX bursts are flushed after each RX burst, so one full RX
@@ -86,7 +90,7 @@ impl WorkerCtx {
                     rx.as_mut_slice(),
                     p as u16,
                     now,
-                    &tables,
+                    tables,
                     &mut actions[..n],
                 );
                 for (m, a) in rx.drain().zip(actions.iter()) {
