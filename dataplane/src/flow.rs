@@ -98,6 +98,8 @@
 //! Expired entries are reclaimed lazily by lookups, by inserts that need
 //! their slot, and by the incremental sweep.
 
+use crate::hugemem::HugeZeroed;
+
 /// TCP flag bits as found in the TCP header's flags byte.
 const TCP_FIN: u8 = 0x01;
 const TCP_SYN: u8 = 0x02;
@@ -613,84 +615,48 @@ fn prefetch_line(b: *const Bucket) {
     let _ = b;
 }
 
-/// The bucket array: `n` buckets on fresh anonymous memory, 2 MiB aligned,
-/// which Linux is asked to back with transparent huge pages before it is
-/// first touched. A table of tens of megabytes looked up at random would
-/// otherwise take a TLB miss (a page walk) on nearly every packet.
+/// The bucket array: `n` buckets on zeroed memory that Linux is asked to
+/// back with transparent huge pages ([`HugeZeroed`]): a table of tens of
+/// megabytes looked up at random would otherwise take a TLB miss (a page
+/// walk) on nearly every packet.
 struct BucketArray {
-    ptr: std::ptr::NonNull<Bucket>,
+    mem: HugeZeroed,
     len: usize,
-    /// The whole mapping (for munmap): base and length.
-    map: (*mut libc::c_void, usize),
 }
-
-// SAFETY: BucketArray owns its mapping exclusively, like a Box<[Bucket]>.
-unsafe impl Send for BucketArray {}
-// SAFETY: shared access only hands out `&[Bucket]`.
-unsafe impl Sync for BucketArray {}
-
-const HUGE_PAGE: usize = 2 << 20;
 
 impl BucketArray {
     fn new(n: usize) -> BucketArray {
         let bytes = std::mem::size_of::<Bucket>()
             .checked_mul(n)
             .expect("flow table size overflows");
-        let map_len = bytes + HUGE_PAGE;
-        // SAFETY: a fresh private anonymous mapping; the kernel fills it
-        // with zeros, and an all-zero Bucket is a valid value (integers and
-        // arrays of integers only; `meta == 0` marks every way unused).
-        unsafe {
-            let base = libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            if base == libc::MAP_FAILED {
-                panic!(
-                    "cannot map {} MiB for the flow table: {}",
-                    map_len >> 20,
-                    std::io::Error::last_os_error()
-                );
-            }
-            let start = (base as usize).next_multiple_of(HUGE_PAGE);
-            // Failure (THP disabled) is harmless: small pages are used.
-            libc::madvise(start as *mut libc::c_void, bytes, libc::MADV_HUGEPAGE);
-            BucketArray {
-                ptr: std::ptr::NonNull::new_unchecked(start as *mut Bucket),
-                len: n,
-                map: (base, map_len),
-            }
+        BucketArray {
+            mem: HugeZeroed::new(bytes, "the flow table"),
+            len: n,
         }
+    }
+
+    /// The first bucket (2 MiB aligned: more than a Bucket needs).
+    #[inline(always)]
+    fn as_ptr(&self) -> *mut Bucket {
+        self.mem.as_ptr().cast()
     }
 }
 
 impl std::ops::Deref for BucketArray {
     type Target = [Bucket];
     fn deref(&self) -> &[Bucket] {
-        // SAFETY: ptr..ptr+len lies inside the mapping, initialised (zeroed
-        // by the kernel or written since), and owned by self.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        // SAFETY: the `len` buckets lie inside `mem`, aligned, initialised
+        // (zeroed by the kernel or written since: an all-zero Bucket is a
+        // valid value, integers and arrays of integers only, `meta == 0`
+        // marking every way unused), and owned by self.
+        unsafe { std::slice::from_raw_parts(self.as_ptr(), self.len) }
     }
 }
 
 impl std::ops::DerefMut for BucketArray {
     fn deref_mut(&mut self) -> &mut [Bucket] {
         // SAFETY: as in deref; &mut self gives exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for BucketArray {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping created in `new`; no reference
-        // into it outlives self.
-        unsafe {
-            libc::munmap(self.map.0, self.map.1);
-        }
+        unsafe { std::slice::from_raw_parts_mut(self.as_ptr(), self.len) }
     }
 }
 
@@ -849,7 +815,7 @@ impl FlowTable {
     pub fn prefetch(&self, hash: u32) {
         // No bounds check needed: `primary` is below the length, and a
         // prefetch never faults anyway.
-        prefetch_line(self.buckets.ptr.as_ptr().wrapping_add(self.primary(hash)));
+        prefetch_line(self.buckets.as_ptr().wrapping_add(self.primary(hash)));
     }
 
     /// Hints the CPU to load the alternative bucket of `hash` too, where
@@ -867,7 +833,7 @@ impl FlowTable {
         if self.mask >= SMALL_TABLE && self.guests * GUESTS_WORTH_PREFETCH > self.len {
             let p = self.primary(hash);
             let a = self.alternative(hash, p);
-            prefetch_line(self.buckets.ptr.as_ptr().wrapping_add(a));
+            prefetch_line(self.buckets.as_ptr().wrapping_add(a));
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod checksum;
 pub mod flow;
+pub mod hugemem;
 pub mod maglev;
 pub mod neighbours;
 pub mod wire;

@@ -9,58 +9,9 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use dataplane::hugemem::HugeZeroed;
+
 const LINE: usize = 64;
-const HUGE_PAGE: usize = 2 << 20;
-
-/// A zeroed, 2 MiB-aligned mapping advised to use huge pages.
-struct Buffer {
-    base: *mut libc::c_void,
-    map_len: usize,
-    start: *mut u8,
-    len: usize,
-}
-
-impl Buffer {
-    fn new(len: usize) -> Buffer {
-        let map_len = len + HUGE_PAGE;
-        // SAFETY: a fresh private anonymous mapping, checked for failure;
-        // only the aligned part inside it is used.
-        unsafe {
-            let base = libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            assert!(base != libc::MAP_FAILED, "mmap of {map_len} bytes failed");
-            let start = (base as usize).next_multiple_of(HUGE_PAGE) as *mut u8;
-            libc::madvise(start.cast(), len, libc::MADV_HUGEPAGE);
-            Buffer {
-                base,
-                map_len,
-                start,
-                len,
-            }
-        }
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [u64] {
-        // SAFETY: start..start+len lies inside the mapping, is 8-byte
-        // aligned, zero-initialised, and borrowed exclusively through self.
-        unsafe { std::slice::from_raw_parts_mut(self.start.cast(), self.len / 8) }
-    }
-}
-
-impl Drop for Buffer {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `new`.
-        unsafe {
-            libc::munmap(self.base, self.map_len);
-        }
-    }
-}
 
 /// xorshift64: cheap, and good enough to scatter line indices.
 fn next(x: &mut u64) -> u64 {
@@ -142,8 +93,8 @@ fn main() {
         "size     dependent load   burst of 32   burst of 64   (ns; bursts: per line, prefetched)"
     );
     for mib in sizes {
-        let mut b = Buffer::new(mib << 20);
-        let words = b.as_mut_slice();
+        let mut b = HugeZeroed::new(mib << 20, "the probe");
+        let words = b.words_mut();
         words.fill(1);
         let (c, b32, b64) = (chase(words), bursts(words, 32), bursts(words, 64));
         println!("{mib:>4} MiB  {c:>14.1}  {b32:>12.1}  {b64:>12.1}");
