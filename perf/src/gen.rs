@@ -414,6 +414,12 @@ impl FrameBuilder {
                 traffic.syn_share
             ));
         }
+        if traffic.src_macs.count == 0 || traffic.src_macs.count > MAX_MACS {
+            return Err(format!(
+                "{} source MACs: must be 1..{MAX_MACS}",
+                traffic.src_macs.count
+            ));
+        }
         if traffic.syn_share > 0.0 && traffic.proto != Proto::Tcp {
             return Err("new connections (SYN share) need --proto tcp".into());
         }
@@ -773,7 +779,10 @@ mod tests {
             .unwrap_err()
             .contains("new connections"));
         t.proto = Proto::Udp;
-        assert!(FrameBuilder::new(t).unwrap_err().contains("tcp"));
+        assert!(FrameBuilder::new(t.clone()).unwrap_err().contains("tcp"));
+        t.syn_share = 0.0;
+        t.src_macs.count = 0;
+        assert!(FrameBuilder::new(t).unwrap_err().contains("source MACs"));
         assert!("63".parse::<FrameSize>().is_err());
         assert!("1519".parse::<FrameSize>().is_err());
         assert!("imix".parse::<FrameSize>().is_ok());
