@@ -299,8 +299,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_policy(s: &str) -> Result<Policy> {
-    s.parse::<Policy>().map_err(|e| anyhow::anyhow!(e))
+/// A policy, mode or protocol as the configuration spells it.
+fn parse_spelled<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T> {
+    s.parse::<T>().map_err(|e| anyhow::anyhow!(e))
 }
 
 /// `vip set --clear FIELD`: the field as its option is spelled
@@ -314,24 +315,12 @@ fn parse_backend_field(s: &str) -> Result<firmware_config::control::BackendField
     s.replace('-', "_").parse()
 }
 
-fn parse_mode(s: &str) -> Result<Mode> {
-    match s {
-        "dr" => Ok(Mode::Dr),
-        "nat" => Ok(Mode::Nat),
-        _ => bail!("unknown mode \"{s}\"; use dr or nat"),
-    }
-}
-
 /// `address:port/protocol`.
 fn parse_service(s: &str) -> Result<(Ipv4Addr, u16, Protocol)> {
     let bad = || anyhow::anyhow!("\"{s}\" is not address:port/protocol, e.g. 198.18.100.2:80/tcp");
     let (ap, proto) = s.split_once('/').ok_or_else(bad)?;
     let (a, p) = ap.split_once(':').ok_or_else(bad)?;
-    let proto = match proto {
-        "tcp" => Protocol::Tcp,
-        "udp" => Protocol::Udp,
-        _ => return Err(bad()),
-    };
+    let proto: Protocol = proto.parse().map_err(|_| bad())?;
     Ok((
         a.parse().map_err(|_| bad())?,
         p.parse().map_err(|_| bad())?,
@@ -415,10 +404,10 @@ fn run(cli: &Cli) -> Result<()> {
                 address,
                 port,
                 protocol,
-                mode: parse_mode(mode)?,
+                mode: parse_spelled::<Mode>(mode)?,
                 policy: policy
                     .as_deref()
-                    .map(parse_policy)
+                    .map(parse_spelled::<Policy>)
                     .transpose()?
                     .unwrap_or_default(),
                 group_policy: None,
@@ -443,9 +432,12 @@ fn run(cli: &Cli) -> Result<()> {
         } => change(Command::VipSet {
             vip: vip.clone(),
             name: name.clone(),
-            mode: mode.as_deref().map(parse_mode).transpose()?,
-            policy: policy.as_deref().map(parse_policy).transpose()?,
-            group_policy: group_policy.as_deref().map(parse_policy).transpose()?,
+            mode: mode.as_deref().map(parse_spelled::<Mode>).transpose()?,
+            policy: policy.as_deref().map(parse_spelled::<Policy>).transpose()?,
+            group_policy: group_policy
+                .as_deref()
+                .map(parse_spelled::<Policy>)
+                .transpose()?,
             clear: clear.clone(),
         }),
         Cmd::Vip {
@@ -523,8 +515,11 @@ fn run(cli: &Cli) -> Result<()> {
                 },
         } => change(Command::PolicySet {
             vip: vip.clone(),
-            policy: parse_policy(policy)?,
-            group_policy: group_policy.as_deref().map(parse_policy).transpose()?,
+            policy: parse_spelled::<Policy>(policy)?,
+            group_policy: group_policy
+                .as_deref()
+                .map(parse_spelled::<Policy>)
+                .transpose()?,
         }),
         Cmd::Policy {
             cmd: PolicyCmd::Show { vip, json },

@@ -411,12 +411,25 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// Every protocol.
+    pub const ALL: [Protocol; 2] = [Protocol::Tcp, Protocol::Udp];
+
     /// The TOML spelling: `"tcp"` or `"udp"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
         }
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Protocol::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown protocol \"{s}\"; use tcp or udp"))
     }
 }
 
@@ -437,12 +450,25 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Every mode.
+    pub const ALL: [Mode; 2] = [Mode::Dr, Mode::Nat];
+
     /// The TOML spelling: `"dr"` or `"nat"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Mode::Dr => "dr",
             Mode::Nat => "nat",
         }
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| format!("unknown mode \"{s}\"; use dr or nat"))
     }
 }
 
@@ -773,4 +799,34 @@ fn default_table_size() -> u32 {
 }
 fn default_weight() -> u32 {
     1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings_parse_back_and_unknown_ones_are_named() {
+        for p in Policy::ALL {
+            assert_eq!(p.as_str().parse::<Policy>(), Ok(p));
+        }
+        for m in Mode::ALL {
+            assert_eq!(m.as_str().parse::<Mode>(), Ok(m));
+        }
+        for p in Protocol::ALL {
+            assert_eq!(p.as_str().parse::<Protocol>(), Ok(p));
+        }
+        assert_eq!(
+            "DR".parse::<Mode>(),
+            Err("unknown mode \"DR\"; use dr or nat".to_string())
+        );
+        assert_eq!(
+            "sctp".parse::<Protocol>(),
+            Err("unknown protocol \"sctp\"; use tcp or udp".to_string())
+        );
+        assert!("fastest"
+            .parse::<Policy>()
+            .unwrap_err()
+            .contains("link-load"));
+    }
 }
